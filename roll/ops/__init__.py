@@ -1,0 +1,1 @@
+"""roll.ops package."""

@@ -1,0 +1,1 @@
+"""roll.pipelines package."""

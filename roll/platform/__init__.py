@@ -1,0 +1,1 @@
+"""roll.platform package."""

@@ -1,0 +1,1 @@
+"""Ray actor classes, one per role: actor (train + reference), infer, critic, reward."""
