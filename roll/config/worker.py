@@ -7,8 +7,8 @@ its own `WorkerConfig`, never the root config. Cross-role checks live in `valida
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from roll.config.errors import ConfigError
 from roll.config.device_mapping import parse_device_mapping
+from roll.config.errors import ConfigError
 
 
 @dataclass(kw_only=True)
