@@ -1,0 +1,68 @@
+"""Generalized advantage estimation (GAE) as a reverse scan over (B, T), parallel over the batch.
+
+`gae` runs the C++ scan in `roll._C` (csrc/gae.cpp) for CPU tensors and the CUDA kernel in
+`roll._C_cuda` (csrc/cuda/gae.cu) for GPU tensors; without them it falls back to `gae_reference`,
+the reverse loop in torch (vectorised over the batch). Masked tokens (mask = 0, e.g. env tokens
+between turns) carry the recursion: the running advantage and the next value pass through
+unchanged, so each row gets the GAE over its unmasked tokens. Past the last token the bootstrap
+value is 0, and returns = advantages + values. Masked positions hold the carried advantage.
+"""
+
+import torch
+
+from roll.ops._extension import cpu_extension, cuda_extension, log_fallback
+
+
+def gae_reference(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reverse loop over T in torch; (B, T) float32 in, (advantages, returns) out."""
+    next_value = torch.zeros_like(values[:, 0])
+    running = torch.zeros_like(values[:, 0])
+    advantages = torch.empty_like(values)
+    for t in reversed(range(values.shape[1])):
+        m = mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        candidate = delta + gamma * lam * running
+        next_value = m * values[:, t] + (1.0 - m) * next_value
+        running = m * candidate + (1.0 - m) * running
+        advantages[:, t] = running
+    return advantages, advantages + values
+
+
+def _check(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> None:
+    if rewards.dim() != 2:
+        raise ValueError(f"gae: rewards must be (B, T), got shape {tuple(rewards.shape)}")
+    for name, tensor in (("values", values), ("mask", mask)):
+        if tensor.shape != rewards.shape:
+            raise ValueError(
+                f"gae: {name} shape {tuple(tensor.shape)} != rewards shape {tuple(rewards.shape)}; "
+                "pass (B, T) tensors aligned token by token"
+            )
+        if tensor.device != rewards.device:
+            raise ValueError(
+                f"gae: {name} is on {tensor.device} but rewards on {rewards.device}; move them together"
+            )
+    for name, value in (("gamma", gamma), ("lam", lam)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"gae: {name} must be in [0, 1], got {value}")
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns), each (B, T) float32 on the inputs' device; inputs are cast to float32."""
+    _check(rewards, values, mask, gamma, lam)
+    rewards, values, mask = (x.detach().to(torch.float32).contiguous() for x in (rewards, values, mask))
+    if rewards.is_cuda:
+        extension = cuda_extension()
+        if extension is not None:
+            return tuple(extension.gae(rewards, values, mask, float(gamma), float(lam)))
+        log_fallback("gae", "roll._C_cuda")
+        return gae_reference(rewards, values, mask, gamma, lam)
+    extension = cpu_extension()
+    if extension is not None and rewards.device.type == "cpu":
+        advantages, returns = extension.gae(rewards.numpy(), values.numpy(), mask.numpy(), gamma, lam)
+        return torch.from_numpy(advantages), torch.from_numpy(returns)
+    log_fallback("gae", "roll._C")
+    return gae_reference(rewards, values, mask, gamma, lam)
