@@ -42,3 +42,17 @@ def parse_device_mapping(value, field_name: str = "device_mapping") -> list[int]
         dup = sorted({d for d in devices if devices.count(d) > 1})
         raise ConfigError(f"{field_name} lists devices {dup} more than once; list each device once")
     return devices
+
+
+def format_device_ranges(devices: list[int]) -> list[int | str]:
+    """Inverse of `parse_device_mapping` for display: `[0, 1, 2, 3, 8]` -> `["0-3", 8]`."""
+    ranges: list[int | str] = []
+    start = prev = None
+    for device in [*devices, None]:
+        if start is not None and device == prev + 1:
+            prev = device
+            continue
+        if start is not None:
+            ranges.append(start if start == prev else f"{start}-{prev}")
+        start = prev = device
+    return ranges

@@ -137,6 +137,11 @@ class JobConfig:
     """Datasets and tokenisation."""
 
     def __post_init__(self) -> None:
+        # Built in code (not by the loader), sub-configs may arrive as plain dicts.
+        for name, cls in _NESTED.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, cls(**value))
         if self.pipeline not in PIPELINES:
             raise ConfigError(f"pipeline={self.pipeline!r} is not one of {'|'.join(PIPELINES)}")
         for name in ("max_steps", "rollout_batch_size", "train_batch_size", "log_every"):
@@ -147,3 +152,15 @@ class JobConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0 (0 disables)")
         if self.weight_sync_bucket_mb <= 0:
             raise ConfigError(f"weight_sync_bucket_mb={self.weight_sync_bucket_mb} must be > 0")
+
+
+_NESTED = {
+    "actor_train": WorkerConfig,
+    "actor_infer": WorkerConfig,
+    "reference": WorkerConfig,
+    "critic": WorkerConfig,
+    "reward": RewardConfig,
+    "generation": GenerationConfig,
+    "algorithm": AlgorithmConfig,
+    "data": DataConfig,
+}
