@@ -40,7 +40,14 @@ class CliError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `roll` command; returns the exit status (also used as the console script)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # Overrides may come after flags (`train CONFIG --validate a.b=1`), which argparse leaves over.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return args.handler(args)
     except (ConfigError, CliError) as err:
