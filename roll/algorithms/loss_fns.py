@@ -1,0 +1,114 @@
+"""Actor and critic loss functions built from the AlgorithmConfig, in the strategy's loss-fn contract.
+
+`loss_fn(outputs, micro) -> (loss, metrics)`: `outputs` holds the model's per-token `log_probs` and
+`entropy` (actor) or `values` (critic), (b, S) aligned with input_ids; `micro` holds the micro-batch's
+tensors from the Batch. The loss is that micro-batch's scalar; metrics are detached scalars.
+"""
+
+from collections.abc import Callable
+from typing import Optional
+
+import torch
+
+from roll.algorithms.losses import (
+    agg_loss,
+    cispo_policy_loss,
+    gspo_policy_loss,
+    kl_penalty,
+    ppo_policy_loss,
+    value_loss,
+)
+from roll.config.algorithm import AlgorithmConfig
+
+LossFn = Callable[
+    [dict[str, torch.Tensor], dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]
+]
+
+
+def make_actor_loss_fn(cfg: AlgorithmConfig, kl_coef_getter: Optional[Callable[[], float]] = None) -> LossFn:
+    """Policy loss (cfg.policy_loss) + KL loss (when cfg.use_kl_loss) - entropy bonus.
+
+    Reads micro["old_log_probs"], micro["advantages"], micro["response_mask"] and, for the KL loss,
+    micro["ref_log_probs"]; outputs["log_probs"] and outputs["entropy"] (needed when entropy_coef != 0).
+    `kl_coef_getter` returns the current KL coefficient (e.g. an adaptive controller's value);
+    default cfg.kl_coef. Metrics: pg_loss, pg_clipfrac, ppo_kl, plus pg_clipfrac_lower (dual clip),
+    kl_loss and kl_coef (when ref_log_probs are present) and entropy (when outputs has it).
+    """
+    get_kl_coef = kl_coef_getter or (lambda: cfg.kl_coef)
+
+    def actor_loss_fn(
+        outputs: dict[str, torch.Tensor], micro: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        log_probs = _require(outputs, "log_probs", "outputs").float()
+        mask = _require(micro, "response_mask", "micro").float()
+        old_log_probs = _require(micro, "old_log_probs", "micro").float()
+        advantages = _require(micro, "advantages", "micro").float()
+        policy_kwargs = {
+            "clip_ratio_low": cfg.clip_ratio_low,
+            "clip_ratio_high": cfg.clip_ratio_high,
+            "loss_agg_mode": cfg.loss_agg_mode,
+        }
+        if cfg.policy_loss == "ppo":
+            policy = ppo_policy_loss(
+                log_probs, old_log_probs, advantages, mask, dual_clip_c=cfg.dual_clip_c, **policy_kwargs
+            )
+        elif cfg.policy_loss == "gspo":
+            policy = gspo_policy_loss(log_probs, old_log_probs, advantages, mask, **policy_kwargs)
+        else:
+            policy = cispo_policy_loss(log_probs, old_log_probs, advantages, mask, **policy_kwargs)
+        loss = policy.loss
+        metrics = {"pg_loss": policy.loss, "pg_clipfrac": policy.clip_fraction, "ppo_kl": policy.approx_kl}
+        if cfg.dual_clip_c is not None:
+            metrics["pg_clipfrac_lower"] = policy.dual_clip_fraction
+
+        kl_coef = get_kl_coef()
+        kl_needed = cfg.use_kl_loss and kl_coef > 0
+        if kl_needed or "ref_log_probs" in micro:
+            ref_log_probs = _require(micro, "ref_log_probs", "micro")
+            kl_loss = agg_loss(
+                kl_penalty(log_probs, ref_log_probs, cfg.kl_estimator), mask, cfg.loss_agg_mode
+            )
+            if kl_needed:
+                loss = loss + kl_coef * kl_loss
+            metrics["kl_loss"] = kl_loss
+            metrics["kl_coef"] = torch.tensor(float(kl_coef), device=loss.device)
+        if cfg.entropy_coef != 0 or "entropy" in outputs:
+            entropy = agg_loss(_require(outputs, "entropy", "outputs").float(), mask, cfg.loss_agg_mode)
+            if cfg.entropy_coef != 0:
+                loss = loss - cfg.entropy_coef * entropy
+            metrics["entropy"] = entropy
+        return loss, {name: value.detach() for name, value in metrics.items()}
+
+    return actor_loss_fn
+
+
+def make_critic_loss_fn(cfg: AlgorithmConfig) -> LossFn:
+    """Clipped value loss (cfg.value_clip) from outputs["values"], micro["values"] (old), micro["returns"].
+
+    Metrics: vf_loss, vf_clipfrac, vpred_mean (token mean of the new values).
+    """
+
+    def critic_loss_fn(
+        outputs: dict[str, torch.Tensor], micro: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        values = _require(outputs, "values", "outputs").float()
+        mask = _require(micro, "response_mask", "micro").float()
+        old_values = _require(micro, "values", "micro").float()
+        returns = _require(micro, "returns", "micro").float()
+        loss, clip_fraction = value_loss(
+            values, old_values, returns, mask, value_clip=cfg.value_clip, loss_agg_mode=cfg.loss_agg_mode
+        )
+        metrics = {
+            "vf_loss": loss,
+            "vf_clipfrac": clip_fraction,
+            "vpred_mean": agg_loss(values, mask, "token-mean"),
+        }
+        return loss, {name: value.detach() for name, value in metrics.items()}
+
+    return critic_loss_fn
+
+
+def _require(fields: dict[str, torch.Tensor], key: str, where: str) -> torch.Tensor:
+    if key not in fields:
+        raise KeyError(f"loss fn needs {where}[{key!r}] but it has only {sorted(fields)}")
+    return fields[key]
