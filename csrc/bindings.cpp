@@ -39,7 +39,7 @@ void check_matrix(const FloatArray& array, const char* name, py::ssize_t rows, p
 }
 
 py::tuple gae(const FloatArray& rewards, const FloatArray& values, const FloatArray& mask,
-              float gamma, float lam, int64_t max_threads) {
+              double gamma, double lam, int64_t max_threads) {
   if (rewards.ndim() != 2) throw std::invalid_argument("gae: rewards must be 2-D (B, T)");
   const py::ssize_t B = rewards.shape(0), T = rewards.shape(1);
   check_matrix(values, "values", B, T);

@@ -20,10 +20,11 @@ Parts first_fit_decreasing(const double* sizes, int64_t n, double capacity);
 
 // GAE over rows [row_begin, row_end) of (B, T) row-major arrays; see gae.cpp for the recursion.
 void gae_rows(const float* rewards, const float* values, const float* mask, float* advantages,
-              float* returns, int64_t row_begin, int64_t row_end, int64_t T, float gamma, float lam);
+              float* returns, int64_t row_begin, int64_t row_end, int64_t T, float gamma,
+              float gamma_lam);
 
 // GAE over all B rows, split across up to `max_threads` std::threads (0 = hardware concurrency).
 void gae(const float* rewards, const float* values, const float* mask, float* advantages,
-         float* returns, int64_t B, int64_t T, float gamma, float lam, int64_t max_threads);
+         float* returns, int64_t B, int64_t T, double gamma, double lam, int64_t max_threads);
 
 }  // namespace roll

@@ -8,10 +8,10 @@ one-line log, when the extension is not built:
 - `group_stats`: per-group count / mean / std (CUDA on GPU).
 """
 
-from roll.ops.gae import gae
-from roll.ops.group_stats import group_stats
+from roll.ops.gae_scan import gae
 from roll.ops.packing import pack_sequences, packed_metadata
 from roll.ops.partition import balanced_partition, imbalance_ratio, partition_by_budget, sequence_workload
+from roll.ops.segmented_stats import group_stats
 
 __all__ = [
     "balanced_partition",

@@ -2,10 +2,12 @@
 
 `gae` runs the C++ scan in `roll._C` (csrc/gae.cpp) for CPU tensors and the CUDA kernel in
 `roll._C_cuda` (csrc/cuda/gae.cu) for GPU tensors; without them it falls back to `gae_reference`,
-the reverse loop in torch (vectorised over the batch). Masked tokens (mask = 0, e.g. env tokens
-between turns) carry the recursion: the running advantage and the next value pass through
-unchanged, so each row gets the GAE over its unmasked tokens. Past the last token the bootstrap
-value is 0, and returns = advantages + values. Masked positions hold the carried advantage.
+the reverse loop in torch (vectorised over the batch). The semantics are those of
+`roll.algorithms.advantages.compute_gae_advantage_return`: masked tokens (mask = 0, e.g. env
+tokens between turns) carry the recursion (the running advantage and the next value pass through
+unchanged), so each row gets the GAE over its unmasked tokens; the bootstrap value past the last
+token is 0; outputs are multiplied by the mask, so advantages and returns = advantages + values
+are 0 outside it.
 """
 
 import torch
@@ -21,13 +23,12 @@ def gae_reference(
     running = torch.zeros_like(values[:, 0])
     advantages = torch.empty_like(values)
     for t in reversed(range(values.shape[1])):
-        m = mask[:, t]
+        active = mask[:, t] > 0
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        candidate = delta + gamma * lam * running
-        next_value = m * values[:, t] + (1.0 - m) * next_value
-        running = m * candidate + (1.0 - m) * running
+        running = torch.where(active, delta + gamma * lam * running, running)
+        next_value = torch.where(active, values[:, t], next_value)
         advantages[:, t] = running
-    return advantages, advantages + values
+    return advantages * mask, (advantages + values) * mask
 
 
 def _check(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> None:
