@@ -22,7 +22,8 @@ from roll.config.pipeline import JobConfig
 from roll.config.validate import roles_in_use
 
 # Entry points are imported only when used, so `roll train --validate` and `roll plan` need
-# neither Ray nor Megatron. Each maps to "module:function".
+# neither Ray nor Megatron. Each maps to "module:function"; a pipeline's function is called as
+# `run(cfg: JobConfig, *, resume: bool)`, a converter's as `main(args: argparse.Namespace)`.
 PIPELINE_RUNNERS = {
     "rlvr": "roll.pipelines.rlvr:run",
     "sft": "roll.pipelines.sft:run",

@@ -46,7 +46,9 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> JobConfig:
 
 
 def build_config(data: Mapping[str, Any]) -> JobConfig:
-    """Build the typed tree from plain containers; unknown keys and wrong types raise `ConfigError`."""
+    """Build the typed tree from plain containers; unknown keys and wrong types raise `ConfigError`.
+
+    Cross-field rules are not checked here; `load_config` runs `validate_job` afterwards."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"the config root must be a mapping of keys, got {type(data).__name__}")
     return _build_dataclass(JobConfig, data, path="")
