@@ -1,4 +1,7 @@
-"""Vocab-parallel logprobs_from_logits on 2 gloo ranks vs the naive single-process reference on the full vocab."""
+"""Vocab-parallel logprobs_from_logits on 2 gloo ranks vs the naive single-process reference on the full vocab,
+for the chunked torch path and the Triton kernels (interpreted on CPU)."""
+
+import itertools
 
 import torch
 import torch.distributed as dist
@@ -9,6 +12,7 @@ from roll.kernels.logprobs import IGNORE_INDEX, logprobs_from_logits
 VOCAB = 66
 TP = 2
 DTYPES = (torch.float32, torch.bfloat16)
+BACKENDS = ("torch", "triton")  # triton runs under TRITON_INTERPRET=1 on the CPU ranks
 
 
 def _case(dtype):
@@ -35,28 +39,31 @@ def _naive(logits, labels, temperature, w_lp, w_h):
 def _rank_fn(temperature):
     rank, shard = dist.get_rank(), VOCAB // TP
     out = {}
-    for dtype in DTYPES:
+    for backend, dtype in itertools.product(BACKENDS, DTYPES):
         logits, labels, w_lp, w_h = _case(dtype)
         local = logits[..., rank * shard : (rank + 1) * shard].clone().requires_grad_(True)
         logp, ent = logprobs_from_logits(
-            local, labels, temperature, return_entropy=True, tp_group=dist.group.WORLD, backend="torch"
+            local, labels, temperature, return_entropy=True, tp_group=dist.group.WORLD, backend=backend
         )
         ((logp * w_lp).sum() + (ent * w_h).sum()).backward()
-        out[dtype] = (logp.detach(), ent.detach(), local.grad)
+        # numpy, not tensors: torch's queue shares tensor storage by fd, which dies with the rank.
+        out[backend, dtype] = (logp.detach().numpy(), ent.detach().numpy(), local.grad.float().numpy())
     return out
 
 
-def test_vocab_parallel_matches_full_vocab_reference():
+def test_vocab_parallel_matches_full_vocab_reference(monkeypatch):
+    # Spawned ranks inherit it; it must be set before their first `import triton`.
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     temperature = 0.8
     results = run_distributed(_rank_fn, TP, temperature, timeout=120)
     shard = VOCAB // TP
-    for dtype in DTYPES:
+    for backend, dtype in itertools.product(BACKENDS, DTYPES):
         logits, labels, w_lp, w_h = _case(dtype)
         ref_logp, ref_ent, ref_grad = _naive(logits, labels, temperature, w_lp, w_h)
         tol = 1e-5 if dtype == torch.float32 else 1e-2
         for rank, per_dtype in enumerate(results):
-            logp, ent, grad = per_dtype[dtype]
+            logp, ent, grad = (torch.from_numpy(a) for a in per_dtype[backend, dtype])
             torch.testing.assert_close(logp, ref_logp, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(ent, ref_ent, rtol=1e-5, atol=1e-5)
             ref_shard = ref_grad[..., rank * shard : (rank + 1) * shard]
-            torch.testing.assert_close(grad.float(), ref_shard.float(), rtol=tol, atol=tol)
+            torch.testing.assert_close(grad, ref_shard.float(), rtol=tol, atol=tol)
