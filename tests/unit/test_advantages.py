@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from roll.algorithms.advantages import (
+    compute_advantages,
     compute_gae_advantage_return,
     compute_grpo_outcome_advantage,
     compute_reinforce_plus_plus_advantage,
@@ -16,6 +17,7 @@ from roll.algorithms.advantages import (
     compute_token_level_rewards,
 )
 from roll.algorithms.stats import whiten
+from roll.config.algorithm import AlgorithmConfig
 
 B, T = 7, 12
 
@@ -218,3 +220,63 @@ def test_shape_errors_name_the_tensors():
         compute_gae_advantage_return(torch.zeros(2, 4), torch.zeros(2, 3), torch.ones(2, 4), 1.0, 1.0)
     with pytest.raises(ValueError, match="scores must be"):
         compute_grpo_outcome_advantage(torch.zeros(3), torch.ones(2, 4), torch.zeros(3, dtype=torch.long))
+
+
+def test_compute_advantages_gae_with_kl_in_reward_matches_loop():
+    cfg = AlgorithmConfig(
+        advantage_estimator="gae", gamma=0.9, lam=0.95, use_kl_loss=False, kl_coef=0.3, kl_estimator="kl"
+    )
+    mask = random_response_mask(B, T, 11)
+    scores, values = randn(B, seed=12), randn(B, T, seed=13)
+    old, ref = randn(B, T, seed=14), randn(B, T, seed=15)
+    result = compute_advantages(
+        cfg,
+        scores=scores,
+        response_mask=mask,
+        values=values,
+        old_log_probs=old,
+        ref_log_probs=ref,
+        kl_coef=0.1,
+    )
+    m, s, o, r = to_lists(mask, scores, old, ref)
+    rewards = [[-0.1 * (o[b][t] - r[b][t]) * m[b][t] for t in range(T)] for b in range(B)]
+    row_kls = []
+    for b in range(B):
+        positions = loop_response_positions(m[b])
+        if positions:
+            rewards[b][positions[-1]] += s[b]
+        row_kls.append(sum(o[b][t] - r[b][t] for t in positions) / max(len(positions), 1))
+    ref_advantages, ref_returns = loop_gae(torch.tensor(rewards), values, mask, 0.9, 0.95)
+    torch.testing.assert_close(result.token_level_rewards, torch.tensor(rewards), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(result.advantages, ref_advantages, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(result.returns, ref_returns, atol=1e-5, rtol=1e-5)
+    assert result.reward_kl.item() == pytest.approx(sum(row_kls) / B, rel=1e-5)
+
+
+def test_compute_advantages_grpo_with_clips_and_whitening_matches_loop():
+    cfg = AlgorithmConfig(
+        advantage_estimator="rloo", reward_clip=1.0, whiten_advantages=True, advantage_clip=1.5
+    )
+    mask = random_response_mask(B, T, 16)
+    scores = randn(B, seed=17) * 2
+    groups = [0, 0, 1, 1, 1, 2, 3]
+    result = compute_advantages(cfg, scores=scores, response_mask=mask, group_index=torch.tensor(groups))
+    s = [min(max(x, -1.0), 1.0) for x in scores.tolist()]
+    rloo = []
+    for b in range(B):
+        others = [s[j] for j in loop_group_members(groups, b) if j != b]
+        rloo.append(s[b] - sum(others) / len(others) if others else 0.0)
+    m = mask.tolist()
+    expected = loop_whiten(broadcast(rloo, m).tolist(), m).clamp(-1.5, 1.5)
+    torch.testing.assert_close(result.advantages, expected, atol=1e-4, rtol=1e-4)
+    assert result.reward_kl is None
+
+
+def test_compute_advantages_rejects_inconsistent_inputs():
+    mask, scores = torch.ones(2, 3), torch.ones(2)
+    with pytest.raises(ValueError, match="advantage_estimator='grpo' ignores"):
+        compute_advantages(AlgorithmConfig(use_kl_loss=False, kl_coef=0.1), scores=scores, response_mask=mask)
+    with pytest.raises(ValueError, match="needs critic values"):
+        compute_advantages(AlgorithmConfig(advantage_estimator="gae"), scores=scores, response_mask=mask)
+    with pytest.raises(ValueError, match="needs group_index"):
+        compute_advantages(AlgorithmConfig(), scores=scores, response_mask=mask)
