@@ -1,1 +1,2 @@
-"""roll.distributed package."""
+"""Distributed plumbing used from above: the Batch record passed between roles (`batch`), and the Ray
+runtime, resource manager, WorkerGroup, dispatch and weight sync."""

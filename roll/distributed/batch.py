@@ -196,7 +196,7 @@ class Batch:
         return self._like(tensors, non_tensors)
 
     def chunk(self, k: int) -> list[Batch]:
-        """Split into k equal consecutive parts; B must be divisible by k."""
+        """Split into k equal consecutive parts (views, no copy); B must be divisible by k."""
         size = len(self)
         if k < 1:
             raise ValueError(f"Batch.chunk: k={k} must be >= 1")
@@ -206,7 +206,12 @@ class Batch:
                 f"call batch.pad_to_multiple({k}) first and unpad the result"
             )
         part = size // k
-        return [self.select(range(i * part, (i + 1) * part)) for i in range(k)]
+        return [self._rows(i * part, (i + 1) * part) for i in range(k)]
+
+    def _rows(self, start: int, stop: int) -> Batch:
+        """Consecutive rows as views (no copy)."""
+        tensors = {k: v[start:stop] for k, v in self.tensors.items()}
+        return self._like(tensors, {k: v[start:stop] for k, v in self.non_tensors.items()})
 
     def split_by_indices(self, index_lists: Sequence[Sequence[int]]) -> list[Batch]:
         """One Batch per index list (e.g. the sequence-balanced assignment of rows to DP ranks)."""
@@ -248,19 +253,20 @@ class Batch:
                 )
             return Batch.concat([self, self.select(np.arange(size - n_pad, size) % size)]), n_pad
         if mode == "zeros":
-            tensors = {k_: v.new_zeros((n_pad, *v.shape[1:])) for k_, v in self.tensors.items()}
+            tensors = {name: v.new_zeros((n_pad, *v.shape[1:])) for name, v in self.tensors.items()}
             non_tensors = {
-                k_: np.full((n_pad, *v.shape[1:]), None, dtype=object) for k_, v in self.non_tensors.items()
+                name: np.full((n_pad, *v.shape[1:]), None, dtype=object)
+                for name, v in self.non_tensors.items()
             }
             return Batch.concat([self, self._like(tensors, non_tensors)]), n_pad
         raise ValueError(f"Batch.pad_to_multiple: mode={mode!r} is not one of repeat|zeros")
 
     def unpad(self, n_pad: int) -> Batch:
-        """Drop the last n_pad rows (the inverse of `pad_to_multiple`)."""
+        """Drop the last n_pad rows (a view; the inverse of `pad_to_multiple`)."""
         size = len(self)
         if not 0 <= n_pad <= size:
             raise ValueError(f"Batch.unpad: n_pad={n_pad} must be in [0, B={size}]")
-        return self if n_pad == 0 else self.select(range(size - n_pad))
+        return self if n_pad == 0 else self._rows(0, size - n_pad)
 
     # ----- field operations -----
 

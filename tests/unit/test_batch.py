@@ -166,3 +166,13 @@ def test_pickle5_sends_tensor_bytes_out_of_band():
     assert len(payload) < 4096 and sum(b.raw().nbytes for b in buffers) == 256 * 1024 * 2
     restored = pickle.loads(payload, buffers=buffers)
     assert torch.equal(restored["x"], batch["x"])
+
+
+def test_chunk_views_pickle_only_their_rows():
+    batch = Batch({"x": torch.randn(256, 1024)})
+    part = batch.chunk(4)[1]
+    assert part["x"].data_ptr() == batch["x"][64].data_ptr()  # a view, not a copy
+    buffers = []
+    payload = pickle.dumps(part, protocol=5, buffer_callback=buffers.append)
+    assert sum(b.raw().nbytes for b in buffers) == 64 * 1024 * 4
+    assert torch.equal(pickle.loads(payload, buffers=buffers)["x"], batch["x"][64:128])
