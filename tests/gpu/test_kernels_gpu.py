@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from roll.kernels.group_advantage import group_advantage, group_advantage_torch
 from roll.kernels.logprobs import IGNORE_INDEX, logprobs_from_logits
 
 pytestmark = pytest.mark.gpu
@@ -39,3 +40,16 @@ def test_logprobs_triton_matches_naive_on_cuda(dtype, vocab):
     assert got_g.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(got_g.float(), ref_g.float(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("estimator, norm_by_std", [("grpo", True), ("grpo", False), ("rloo", True)])
+def test_group_advantage_triton_matches_torch_reference_on_cuda(estimator, norm_by_std):
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    group_index = torch.randint(0, 300, (4096,), device="cuda", generator=gen) * 17  # sparse ids
+    scores = torch.randn(4096, device="cuda", generator=gen)
+    mask = (torch.rand(4096, 1500, device="cuda", generator=gen) > 0.2).float()
+    got = group_advantage(scores, mask, group_index, estimator, norm_by_std=norm_by_std)
+    ref = group_advantage_torch(
+        scores.cpu(), mask.cpu(), group_index.cpu(), estimator, norm_by_std=norm_by_std
+    )
+    torch.testing.assert_close(got.cpu(), ref, rtol=1e-4, atol=1e-4)
