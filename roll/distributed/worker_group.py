@@ -1,0 +1,162 @@
+"""A `WorkerGroup`: N Ray actors of one worker class for one role, with ranks and a rendezvous.
+
+Worker classes follow a small protocol (see workers/base.py): constructed as
+`cls(config, rank=, world_size=, master_addr=, master_port=, **kwargs)`, and exposing
+`parallel_info() -> {"dp_rank", "dp_size", "is_output"}` once initialised. Dispatch modes:
+- `call(method, ...)`: one-to-all, same arguments, results of every rank;
+- `dispatch_dp(method, batch, ...)`: split a Batch over the data-parallel ranks (TP/PP peers of a
+  DP rank get the same shard), collect from the ranks that hold results, restore the input order.
+Results are awaited with `ray.wait`, so a worker that dies fails the driver at once with its role
+and rank instead of hanging on the ranks blocked in a collective with it.
+"""
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from roll.distributed.batch import Batch
+from roll.distributed.resource_manager import ResourceManager
+from roll.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+class WorkerFailedError(RuntimeError):
+    """A worker of a role raised or died; the message names the role and rank."""
+
+
+def _master_address() -> tuple[str, int]:
+    import ray
+
+    from roll.distributed.ray_runtime import free_port
+
+    ip = ray.util.get_node_ip_address()
+    return ip, free_port(ip)
+
+
+class WorkerGroup:
+    """The Ray actors of one role, created on the role's devices in rank order."""
+
+    def __init__(
+        self,
+        role: str,
+        worker_cls: type,
+        config: Any,
+        resources: Optional[ResourceManager],
+        devices: Sequence[int],
+        **init_kwargs: Any,
+    ) -> None:
+        """`resources=None` places light CPU-only workers (e.g. reward) outside the placement group."""
+        import ray
+
+        self.role = role
+        self.world_size = len(devices)
+        remote_cls = ray.remote(worker_cls)
+
+        def options(device: int) -> dict[str, Any]:
+            return resources.actor_options(device) if resources is not None else {"num_cpus": 0}
+
+        # The rendezvous address is taken on rank 0's node, inside rank 0's bundle.
+        probe = ray.remote(_master_address).options(**options(devices[0]))
+        master_addr, master_port = ray.get(probe.remote())
+        self.workers = [
+            remote_cls.options(**options(device)).remote(
+                config,
+                rank=rank,
+                world_size=self.world_size,
+                master_addr=master_addr,
+                master_port=master_port,
+                **init_kwargs,
+            )
+            for rank, device in enumerate(devices)
+        ]
+        self._parallel_info: Optional[list[dict[str, Any]]] = None
+        logger.info("%s: %d worker(s) on devices %s", role, self.world_size, list(devices))
+
+    # ------------------------------------------------------------------ waiting
+    def wait(self, refs: list, ranks: Optional[Sequence[int]] = None) -> list:
+        """Results of `refs` in order; the first failure raises naming the role and rank."""
+        import ray
+
+        ranks = list(ranks) if ranks is not None else list(range(len(refs)))
+        rank_of = {ref: rank for ref, rank in zip(refs, ranks)}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(ready[0])
+            except Exception as err:  # RayActorError (died) or RayTaskError (raised)
+                raise WorkerFailedError(f"{self.role} rank {rank_of[ready[0]]} failed: {err}") from err
+        return ray.get(list(refs))
+
+    # ------------------------------------------------------------------ dispatch modes
+    def call(self, method: str, *args: Any, **kwargs: Any) -> list:
+        """One-to-all: every rank runs `method(*args, **kwargs)`; returns every rank's result."""
+        refs = [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
+        return self.wait(refs)
+
+    def call_async(self, method: str, *args: Any, **kwargs: Any) -> list:
+        """One-to-all without waiting: the object refs, in rank order (await with `wait`)."""
+        return [getattr(w, method).remote(*args, **kwargs) for w in self.workers]
+
+    @property
+    def parallel_info(self) -> list[dict[str, Any]]:
+        """Per rank: dp_rank, dp_size, is_output (holds results of its DP shard)."""
+        if self._parallel_info is None:
+            self._parallel_info = self.call("parallel_info")
+        return self._parallel_info
+
+    @property
+    def dp_size(self) -> int:
+        """Data-parallel size of the role."""
+        return self.parallel_info[0]["dp_size"]
+
+    def dispatch_dp(
+        self,
+        method: str,
+        batch: Batch,
+        *,
+        shards: Optional[list[list[int]]] = None,
+        collect: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Split `batch` over DP ranks (equal chunks, or the given index lists) and run `method`.
+
+        With `collect`, the output ranks' Batches are concatenated back into the input order;
+        otherwise the output ranks' raw results are returned, one per DP rank.
+        """
+        import ray
+
+        dp = self.dp_size
+        if shards is None:
+            if len(batch) % dp:
+                raise ValueError(
+                    f"{self.role}: batch of {len(batch)} samples does not split over dp_size={dp}; "
+                    f"pad it with Batch.pad_to_multiple({dp}) or pass shards"
+                )
+            per = len(batch) // dp
+            shards = [list(range(r * per, (r + 1) * per)) for r in range(dp)]
+        if len(shards) != dp:
+            raise ValueError(f"{self.role}: got {len(shards)} shards for dp_size={dp}")
+        parts = [ray.put(part) for part in batch.split_by_indices(shards)]
+        refs = [
+            getattr(w, method).remote(parts[info["dp_rank"]], **kwargs)
+            for w, info in zip(self.workers, self.parallel_info)
+        ]
+        results = self.wait(refs)
+        by_dp = {info["dp_rank"]: res for info, res in zip(self.parallel_info, results) if info["is_output"]}
+        ordered = [by_dp[r] for r in range(dp)]
+        if not collect:
+            return ordered
+        merged = Batch.concat(ordered)
+        order = [i for shard in shards for i in shard]
+        inverse = [0] * len(order)
+        for position, index in enumerate(order):
+            inverse[index] = position
+        return merged.select(inverse)
+
+    def kill(self) -> None:
+        """Terminate the role's actors."""
+        import ray
+
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)

@@ -1,0 +1,94 @@
+"""Pieces shared by the pipelines: role groups, checkpoint directories, data loading, seeding."""
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from roll.config.pipeline import JobConfig
+from roll.config.worker import WorkerConfig
+from roll.data.io import load_rows
+from roll.distributed.resource_manager import ResourceManager, RolePlacement
+from roll.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+DRIVER_STATE = "driver_state.json"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the driver's Python, NumPy and torch RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def cluster_has_gpus() -> bool:
+    """True when the Ray cluster offers GPUs (roles then get one GPU per device id)."""
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def make_resource_manager(roles: dict[str, Optional[WorkerConfig]]) -> ResourceManager:
+    """One placement group covering every device id used by the given roles."""
+    placements = [RolePlacement(name, cfg.device_mapping) for name, cfg in roles.items() if cfg is not None]
+    return ResourceManager(placements, use_gpu=cluster_has_gpus())
+
+
+def load_split(path: Optional[str], what: str) -> list[dict[str, Any]]:
+    """Rows of a jsonl/parquet file, logging how many were skipped and why."""
+    if not path:
+        return []
+    rows, stats = load_rows(path)
+    skipped = {k: v for k, v in stats.items() if k != "rows" and v}
+    logger.info("%s: %d rows from %s%s", what, len(rows), path, f" (skipped {skipped})" if skipped else "")
+    return rows
+
+
+def checkpoint_root(cfg: JobConfig) -> Path:
+    """`<output_dir>/checkpoints`."""
+    return Path(cfg.output_dir) / "checkpoints"
+
+
+def step_dir(cfg: JobConfig, step: int) -> Path:
+    """Directory of the checkpoint taken after `step` steps."""
+    return checkpoint_root(cfg) / f"step_{step:06d}"
+
+
+def latest_checkpoint(cfg: JobConfig) -> Optional[Path]:
+    """The newest complete checkpoint (its driver state is written last), or None."""
+    root = checkpoint_root(cfg)
+    if not root.is_dir():
+        return None
+    complete = sorted(p for p in root.glob("step_*") if (p / DRIVER_STATE).is_file())
+    return complete[-1] if complete else None
+
+
+def resume_from(cfg: JobConfig, resume: bool) -> tuple[Optional[Path], dict[str, Any]]:
+    """(checkpoint dir, driver state) to resume from, or (None, {}) for a fresh start."""
+    if not resume:
+        return None, {}
+    latest = latest_checkpoint(cfg)
+    if latest is None:
+        logger.info("--resume: no checkpoint under %s, starting from step 0", checkpoint_root(cfg))
+        return None, {}
+    logger.info("resuming from %s", latest)
+    return latest, json.loads((latest / DRIVER_STATE).read_text())
+
+
+def with_checkpoint(worker: WorkerConfig, checkpoint: Optional[Path], role: str) -> WorkerConfig:
+    """The role's config, loading its shard of `checkpoint/<role>` when resuming."""
+    return worker if checkpoint is None else replace(worker, checkpoint_dir=str(checkpoint / role))
+
+
+def write_driver_state(directory: Path, state: dict[str, Any]) -> None:
+    """Write the driver's state last: its presence marks the checkpoint complete."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (DRIVER_STATE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+    tmp.replace(directory / DRIVER_STATE)

@@ -1,0 +1,298 @@
+"""RLVR pipeline (GRPO | PPO | REINFORCE++ | RLOO) on role-separated Ray workers, single controller.
+
+One step, top to bottom in `RLVRPipeline.step`:
+    rollout (actor_infer) -> reward -> reference log-probs -> old log-probs -> values (PPO)
+    -> advantages (driver) -> actor (and critic) updates over mini-batches x epochs
+    -> weight sync actor_train -> actor_infer -> metrics; validation and checkpoints every N steps.
+
+    roll train configs/quickstart/rlvr_grpo.yaml [key=value ...] [--resume]
+"""
+
+import math
+from dataclasses import replace
+from typing import Any, Optional
+
+import numpy as np
+
+from roll.algorithms.advantages import compute_advantages
+from roll.algorithms.kl_control import make_kl_controller
+from roll.config.pipeline import JobConfig
+from roll.data.datasets import PromptDataset
+from roll.data.tokenizer import load_tokenizer
+from roll.distributed.batch import Batch
+from roll.distributed.ray_runtime import RayRuntime
+from roll.distributed.worker_group import WorkerGroup
+from roll.ops import balanced_partition, imbalance_ratio, sequence_workload
+from roll.pipelines import common
+from roll.pipelines.rollout import MODEL_INPUT_KEYS, generate, make_requests, outputs_to_batch
+from roll.strategies.engine import sampling_params_from_config
+from roll.utils.logging import get_logger
+from roll.utils.tracking import MetricsTracker, PhaseTimer, step_progress
+from workers.actor import ActorWorker, CriticWorker
+from workers.infer import InferWorker
+from workers.reward import RewardWorker
+
+logger = get_logger(__name__)
+
+
+class RLVRPipeline:
+    """Builds the role groups for a JobConfig and runs the RL loop."""
+
+    def __init__(self, cfg: JobConfig, *, resume: bool = False) -> None:
+        self.cfg = cfg
+        common.seed_everything(cfg.seed)
+        checkpoint, state = common.resume_from(cfg, resume)
+        self.start_step = int(state.get("step", 0))
+
+        self.tokenizer = load_tokenizer(cfg.data.tokenizer_path or cfg.actor_train.model_path)
+        self.train_data = PromptDataset(
+            common.load_split(cfg.data.train_path, "train"), self.tokenizer, cfg.data, seed=cfg.seed
+        )
+        self.val_data = PromptDataset(
+            common.load_split(cfg.data.val_path, "val"), self.tokenizer, replace(cfg.data, shuffle=False)
+        )
+        if len(self.train_data) == 0:
+            raise ValueError(
+                f"data.train_path={cfg.data.train_path!r} has no usable rows: {self.train_data.stats}"
+            )
+        if "data" in state:
+            self.train_data.load_state_dict(state["data"])
+        self.kl_ctl = make_kl_controller(cfg.algorithm)
+        if "kl_coef" in state:
+            self.kl_ctl.value = float(state["kl_coef"])
+
+        gen = cfg.generation
+        stop_ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        self.sampling = sampling_params_from_config(gen, extra_stop_token_ids=stop_ids)
+        self.val_sampling = replace(self.sampling, n=1, temperature=0.0)
+        responses = cfg.rollout_batch_size * gen.num_samples
+        self.optimizer_steps = (
+            cfg.max_steps * cfg.algorithm.ppo_epochs * (responses // cfg.algorithm.mini_batch_size)
+        )
+
+        roles = {"actor_train": cfg.actor_train, "actor_infer": cfg.actor_infer}
+        roles.update(reference=cfg.reference, critic=cfg.critic)
+        self.resources = common.make_resource_manager(roles)
+        algo, seed = cfg.algorithm, cfg.seed
+        self.actor_train = WorkerGroup(
+            "actor_train",
+            ActorWorker,
+            common.with_checkpoint(cfg.actor_train, checkpoint, "actor_train"),
+            self.resources,
+            cfg.actor_train.device_mapping,
+            algorithm=algo,
+            seed=seed,
+            lr_decay_steps=self.optimizer_steps,
+        )
+        self.reference = None
+        if cfg.reference is not None:
+            self.reference = WorkerGroup(
+                "reference",
+                ActorWorker,
+                cfg.reference,
+                self.resources,
+                cfg.reference.device_mapping,
+                algorithm=algo,
+                seed=seed,
+            )
+        self.critic = None
+        if cfg.critic is not None:
+            self.critic = WorkerGroup(
+                "critic",
+                CriticWorker,
+                common.with_checkpoint(cfg.critic, checkpoint, "critic"),
+                self.resources,
+                cfg.critic.device_mapping,
+                algorithm=algo,
+                seed=seed,
+                lr_decay_steps=self.optimizer_steps,
+            )
+        self.actor_infer = WorkerGroup(
+            "actor_infer",
+            InferWorker,
+            cfg.actor_infer,
+            self.resources,
+            cfg.actor_infer.device_mapping,
+            seed=seed,
+        )
+        self.reward = WorkerGroup("reward", RewardWorker, cfg.reward, None, [0])
+        if checkpoint is not None:
+            self.sync_weights()
+        self.tracker = MetricsTracker(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resume)
+        if resume:
+            self.tracker.truncate_from(self.start_step + 1)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        """Train for cfg.max_steps; returns {"val_before", "val_after", "last_metrics"}."""
+        cfg = self.cfg
+        summary: dict[str, Any] = {"val_before": None, "val_after": None, "last_metrics": {}}
+        if cfg.val_every and self.start_step == 0:
+            summary["val_before"] = self.validate()
+            self.tracker.log(0, summary["val_before"])
+        progress = step_progress(cfg.max_steps, initial=self.start_step, desc="rlvr")
+        with progress:
+            for step in range(self.start_step + 1, cfg.max_steps + 1):
+                metrics = self.step(step)
+                if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.max_steps):
+                    metrics.update(self.validate())
+                    summary["val_after"] = {k: metrics[k] for k in metrics if k.startswith("val/")}
+                if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps:
+                    self.save(step)
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    self.tracker.log(step, metrics)
+                progress.advance(metrics)
+                summary["last_metrics"] = metrics
+        self.shutdown()
+        return summary
+
+    def step(self, step: int) -> dict[str, Any]:
+        """One RL step; returns its metrics."""
+        cfg, algo = self.cfg, self.cfg.algorithm
+        timer = PhaseTimer()
+        with timer.phase("rollout"):
+            items = self.train_data.next_batch(cfg.rollout_batch_size)
+            outputs = generate(self.actor_infer, make_requests(items, self.sampling, f"train{step}"))
+            batch = outputs_to_batch(items, outputs, self.tokenizer, self.tokenizer.pad_token_id)
+        with timer.phase("reward"):
+            rewarded = self.reward.call("score", batch.select_keys(["response_text", "answer"]))[0]
+            batch["scores"] = rewarded["scores"]
+        shards, balance = self.dp_shards(batch, self.actor_train.dp_size)
+        model_inputs = batch.select_keys(MODEL_INPUT_KEYS)
+        temperature = max(cfg.generation.temperature, 1e-6)
+        if self.reference is not None:
+            with timer.phase("reference"):
+                ref = self.reference.dispatch_dp(
+                    "compute_log_probs", model_inputs, key="ref_log_probs", temperature=temperature
+                )
+                batch["ref_log_probs"] = ref["ref_log_probs"]
+        with timer.phase("old_log_probs"):
+            old = self.actor_train.dispatch_dp(
+                "compute_log_probs", model_inputs, shards=shards, key="old_log_probs", temperature=temperature
+            )
+            batch["old_log_probs"] = old["old_log_probs"]
+        if self.critic is not None:
+            with timer.phase("values"):
+                batch["values"] = self.critic.dispatch_dp("compute_values", model_inputs)["values"]
+        with timer.phase("advantages"):
+            result = compute_advantages(
+                algo,
+                scores=batch["scores"],
+                response_mask=batch["response_mask"],
+                group_index=batch["group_index"],
+                values=batch["values"] if "values" in batch else None,
+                old_log_probs=batch["old_log_probs"],
+                ref_log_probs=batch["ref_log_probs"] if "ref_log_probs" in batch else None,
+                kl_coef=self.kl_ctl.value,
+            )
+            batch["advantages"], batch["returns"] = result.advantages, result.returns
+        train_keys = [*MODEL_INPUT_KEYS, "old_log_probs", "advantages", "returns"]
+        train_keys += [k for k in ("ref_log_probs", "values") if k in batch]
+        train_batch = batch.select_keys(train_keys)
+        metrics: dict[str, Any] = {}
+        if self.critic is not None:
+            with timer.phase("train_critic"):
+                metrics.update(self.train_role(self.critic, train_batch, step, critic=True))
+        with timer.phase("train_actor"):
+            metrics.update(self.train_role(self.actor_train, train_batch, step, shards=shards))
+        with timer.phase("sync"):
+            self.sync_weights()
+        measured_kl = result.reward_kl if result.reward_kl is not None else metrics.get("actor/kl_loss")
+        if measured_kl is not None and math.isfinite(float(measured_kl)):
+            self.kl_ctl.update(float(measured_kl), len(batch))
+        metrics.update(self.rollout_metrics(batch, rewarded.meta.get("metrics", {})))
+        metrics.update(balance)
+        metrics["kl_coef"] = self.kl_ctl.value
+        metrics.update(timer.metrics())
+        metrics["throughput/tokens_per_s"] = metrics["response_length/sum"] / max(
+            metrics["time/rollout"], 1e-9
+        )
+        return metrics
+
+    # ------------------------------------------------------------------ phases
+    def train_role(
+        self, group: WorkerGroup, batch: Batch, step: int, *, critic: bool = False, shards=None
+    ) -> dict[str, float]:
+        """PPO-style update of actor or critic over this step's batch (DP-sharded)."""
+        algo = self.cfg.algorithm
+        per_rank = algo.mini_batch_size // group.dp_size
+        kwargs: dict[str, Any] = dict(
+            mini_batch_size=per_rank, epochs=algo.ppo_epochs, seed=self.cfg.seed + step
+        )
+        if not critic:
+            kwargs.update(kl_coef=self.kl_ctl.value, temperature=max(self.cfg.generation.temperature, 1e-6))
+        results = group.dispatch_dp("train", batch, shards=shards, collect=False, **kwargs)
+        return results[0]
+
+    def dp_shards(self, batch: Batch, dp: int) -> tuple[Optional[list[list[int]]], dict[str, float]]:
+        """Balance sequences over DP ranks by workload (Karmarkar-Karp); metrics before/after."""
+        if dp == 1:
+            return None, {}
+        workloads = sequence_workload(batch["attention_mask"].sum(-1).numpy())
+        naive = [list(range(r * len(batch) // dp, (r + 1) * len(batch) // dp)) for r in range(dp)]
+        shards = balanced_partition(workloads, dp, equal_size=True)
+        return shards, {
+            "balance/imbalance_before": imbalance_ratio(workloads, naive),
+            "balance/imbalance_after": imbalance_ratio(workloads, shards),
+        }
+
+    def sync_weights(self) -> None:
+        """actor_train's weights -> every rollout engine, as HF-named buckets."""
+        bucket_bytes = int(self.cfg.weight_sync_bucket_mb * 2**20)
+        self.actor_train.call("sync_weights", self.actor_infer.workers, bucket_bytes)
+        self.actor_infer.call("finish_weight_update")
+
+    def validate(self) -> dict[str, float]:
+        """Greedy responses on the held-out prompts: mean reward and accuracy (full score)."""
+        count = min(self.cfg.val_max_samples, len(self.val_data))
+        if count == 0:
+            return {}
+        items = [self.val_data[i] for i in range(count)]
+        outputs = generate(self.actor_infer, make_requests(items, self.val_sampling, "val"))
+        batch = outputs_to_batch(items, outputs, self.tokenizer, self.tokenizer.pad_token_id)
+        scores = self.reward.call("score", batch.select_keys(["response_text", "answer"]))[0]["scores"]
+        full = sum(f.weight for f in self.cfg.reward.functions if f.weight > 0)
+        return {
+            "val/reward_mean": float(scores.mean()),
+            "val/accuracy": float((scores >= full - 1e-6).float().mean()),
+            "val/response_length": float(batch["response_lengths"].float().mean()),
+        }
+
+    def rollout_metrics(self, batch: Batch, reward_metrics: dict[str, float]) -> dict[str, float]:
+        """Reward, response length and truncation statistics of this step's rollouts."""
+        scores = batch["scores"]
+        lengths = batch["response_lengths"].float()
+        finish = batch["finish_reason"]
+        metrics = {
+            "reward/mean": float(scores.mean()),
+            "reward/std": float(scores.std()) if len(scores) > 1 else 0.0,
+            "reward/max": float(scores.max()),
+            "reward/min": float(scores.min()),
+            "response_length/mean": float(lengths.mean()),
+            "response_length/max": float(lengths.max()),
+            "response_length/sum": float(lengths.sum()),
+            "response_length/clip_ratio": float(np.mean([reason == "length" for reason in finish])),
+        }
+        metrics.update({k if "/" in k else f"reward/{k}": float(v) for k, v in reward_metrics.items()})
+        return metrics
+
+    def save(self, step: int) -> None:
+        """Checkpoint every trainable role, then the driver state (which marks it complete)."""
+        directory = common.step_dir(self.cfg, step)
+        self.actor_train.call("save_checkpoint", str(directory / "actor_train"), step)
+        if self.critic is not None:
+            self.critic.call("save_checkpoint", str(directory / "critic"), step)
+        state = {"step": step, "data": self.train_data.state_dict(), "kl_coef": self.kl_ctl.value}
+        common.write_driver_state(directory, state)
+        logger.info("checkpoint saved: %s", directory)
+
+    def shutdown(self) -> None:
+        """Close the metrics files and stop the scoring processes."""
+        self.tracker.close()
+        self.reward.call("close")
+
+
+def run(cfg: JobConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Entry point of `roll train` for pipeline=rlvr."""
+    with RayRuntime(cfg.ray_address):
+        return RLVRPipeline(cfg, resume=resume).run()
