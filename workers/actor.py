@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from roll.algorithms.loss_fns import make_actor_loss_fn, make_critic_loss_fn
+from roll.algorithms.loss_fns import make_actor_loss_fn, make_critic_loss_fn, make_sft_loss_fn
 from roll.config.algorithm import AlgorithmConfig
 from roll.config.worker import WorkerConfig
 from roll.distributed.batch import Batch
@@ -95,6 +95,18 @@ class ActorWorker(MegatronRole):
             seed=seed,
         )
         return {f"actor/{name}": value for name, value in metrics.items()}
+
+    def train_sft(self, batch: Batch, *, mini_batch_size: int, seed: int) -> dict[str, float]:
+        """Supervised update (NLL on response_mask tokens) over this DP rank's shard; `sft/` metrics."""
+        loss_fn = make_sft_loss_fn()
+        metrics = train_mini_batches(
+            lambda mb: self.strategy.train_step(mb, loss_fn),
+            batch,
+            mini_batch_size=mini_batch_size,
+            epochs=1,
+            seed=seed,
+        )
+        return {f"sft/{name}": value for name, value in metrics.items()}
 
     def sync_weights(self, infer_workers: list, bucket_bytes: int) -> dict[str, float]:
         """Send HF-named weights of this PP stage to every rollout engine, in buckets of ~bucket_bytes.

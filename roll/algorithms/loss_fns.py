@@ -112,3 +112,21 @@ def _require(fields: dict[str, torch.Tensor], key: str, where: str) -> torch.Ten
     if key not in fields:
         raise KeyError(f"loss fn needs {where}[{key!r}] but it has only {sorted(fields)}")
     return fields[key]
+
+
+def make_sft_loss_fn(loss_agg_mode: str = "token-mean") -> LossFn:
+    """Negative log-likelihood of the target tokens (micro["response_mask"] == 1), aggregated by mode.
+
+    Metrics: nll (the loss) and ppl_token_mean (exp of the token-mean NLL).
+    """
+
+    def sft_loss_fn(
+        outputs: dict[str, torch.Tensor], micro: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        log_probs = _require(outputs, "log_probs", "outputs").float()
+        mask = _require(micro, "response_mask", "micro").float()
+        loss = agg_loss(-log_probs, mask, loss_agg_mode)
+        token_nll = agg_loss(-log_probs, mask, "token-mean").detach()
+        return loss, {"nll": loss.detach(), "ppl_token_mean": token_nll.exp()}
+
+    return sft_loss_fn
