@@ -2,7 +2,7 @@
 
 Design: every (function, sample) call runs in a long-lived scoring process, never in the trainer,
 so a runaway function (a `while True`, a catastrophic regex stuck in C) cannot hang it.
-- Fast path: the batch is split over `num_workers` spawned processes in one message each; a worker
+- Fast path: the batch is split over `num_workers` processes, sent in one message each; a worker
   scores its calls in order and streams back one small result per call (~tens of µs each).
 - Deadline: a call's clock starts when the previous result of that worker arrives (or at submit),
   so a call is declared timed out only after it has run at least `timeout_s`. The worker is then
@@ -78,6 +78,7 @@ class _ScoringWorker:
 
     def submit(self, calls: list[Call], positions: list[tuple[int, int]], timeout_s: float) -> None:
         if self.process is None or self.process.poll() is not None:
+            self.stop()  # a worker that died between batches leaves a stale connection behind
             self.start()
         self.pending = deque(positions)
         self.conn.send(calls)

@@ -5,6 +5,7 @@ Protocol over the connection on file descriptor FD: receive [(fn, kwargs), ...] 
 (score, error message or None) per call, in order; None stops the process.
 """
 
+import contextlib
 import math
 import sys
 from multiprocessing.connection import Connection
@@ -33,4 +34,5 @@ def _worker_main(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
-    _worker_main(Connection(int(sys.argv[1])))
+    with contextlib.suppress(EOFError):  # the parent went away: nothing left to score
+        _worker_main(Connection(int(sys.argv[1])))
