@@ -25,6 +25,7 @@ before the patches are applied.
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -137,6 +138,11 @@ def _patch_torch_cuda() -> None:
     torch.cuda.default_stream = lambda device=None: _NoOpStream()
     torch.cuda.stream = lambda stream=None: contextlib.nullcontext()
     mcore_random._set_cuda_rng_state = set_rng_state
+    # The tracker warns when the CPU RNG moves inside a fork; here the "CUDA" RNG is the CPU RNG,
+    # so every random op inside a fork would warn although the fork restores the state correctly.
+    logging.getLogger(mcore_random.__name__).addFilter(
+        lambda record: "CPU RNG state changed within GPU RNG context" not in record.getMessage()
+    )
 
 
 def _patch_cuda_literals() -> None:

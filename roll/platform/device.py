@@ -39,16 +39,16 @@ def init_distributed(backend: str | None = None, timeout_s: float = 600.0) -> No
     applied (once per process) before returning, so megatron-core can be used right after.
     """
     device_type = get_device_type()
-    if device_type == "cpu":
-        apply_cpu_megatron_patches()
-    if dist.is_initialized():
-        return
     missing = [name for name in _ENV_VARS if name not in os.environ]
-    if missing:
+    if missing and not dist.is_initialized():
         raise RuntimeError(
             f"init_distributed: environment variables {missing} are not set; the env:// rendezvous needs "
             f"{'/'.join(_ENV_VARS)} (set them, or launch with torchrun / tests/distributed/launcher.py)"
         )
+    if device_type == "cpu":
+        apply_cpu_megatron_patches()
+    if dist.is_initialized():
+        return
     backend = backend or _BACKENDS[device_type]
     if backend == "nccl" and device_type != "cuda":
         raise RuntimeError("init_distributed: backend='nccl' needs a CUDA GPU; use backend='gloo' on the CPU")
