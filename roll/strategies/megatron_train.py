@@ -157,6 +157,16 @@ class MegatronTrainStrategy:
         torch.manual_seed(self.seed)
         tensor_parallel.model_parallel_cuda_manual_seed(self.seed)
 
+    @property
+    def data_parallel_rank(self) -> int:
+        """Which data-parallel replica this rank belongs to (it must be fed that replica's batch)."""
+        return parallel_state.get_data_parallel_rank()
+
+    @property
+    def data_parallel_size(self) -> int:
+        """Number of data-parallel replicas."""
+        return parallel_state.get_data_parallel_world_size()
+
     def destroy(self) -> None:
         """Drop the model and optimizer and tear down megatron's model-parallel groups of this process."""
         self.model, self.optimizer, self.scheduler = [], None, None
@@ -258,6 +268,10 @@ class MegatronTrainStrategy:
                 group=parallel_state.get_pipeline_model_parallel_group(),
             )
             results[name] = value.cpu()
+        if "attention_mask" in tensors:
+            results = {
+                name: value * tensors["attention_mask"].to(value.dtype) for name, value in results.items()
+            }
         return results
 
     def _collect_micro(
