@@ -25,9 +25,13 @@ def load_rows(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
         )
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows = pq.read_table(path).to_pylist()
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (pa.ArrowInvalid, OSError) as err:
+            raise ValueError(f"data file {str(path)!r} is not a readable parquet file ({err})") from None
         return rows, {"rows": len(rows), "malformed": 0, "non_dict": 0}
     if suffix not in JSONL_SUFFIXES:
         raise ValueError(

@@ -62,6 +62,9 @@ def test_jsonl_malformed_and_non_dict_lines_are_counted(tmp_path):
 def test_load_rows_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_rows(tmp_path / "missing.jsonl")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ValueError, match="not a readable parquet file"):
+        load_rows(tmp_path / "broken.parquet")
     (tmp_path / "rows.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match="suffix '.csv'"):
         load_rows(tmp_path / "rows.csv")
