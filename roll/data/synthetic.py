@@ -7,10 +7,15 @@ wrong one, so greedy accuracy after SFT plateaus near the share of carry-free pr
 two-digit operands), while sampling still finds the right answer often enough for GRPO with the
 exact-answer reward to raise it clearly. Validation operand pairs are disjoint from training pairs.
 
+Validated in plain torch (1 CPU thread, Qwen2 hidden 64, 2 layers, 4 heads, 140k params): SFT for
+2000 steps x 64 rows (AdamW lr 3e-3, cosine) -> greedy val accuracy 57%; then GRPO with 8 prompts x
+8 samples, T=1.0, lr 1e-4, 150-200 steps -> 84-91%, over ~30 s of RL.
+
     write_quickstart_data(out_dir, seed)   # train_sft.jsonl, train_rl.jsonl, val.jsonl
     build_char_tokenizer(out_dir)          # tokenizer.json + configs, loadable offline by AutoTokenizer
 """
 
+import functools
 import json
 import random
 from pathlib import Path
@@ -36,12 +41,13 @@ def forgot_carry_sum(a: int, b: int) -> int:
     return a + b - (10 if (a % 10 + b % 10) >= 10 else 0)
 
 
-def _operand_pairs(num_digits: int, split: str) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=8)
+def _operand_pairs(num_digits: int, split: str) -> tuple[tuple[int, int], ...]:
     low, high = 10 ** (num_digits - 1), 10**num_digits - 1
     pairs = [(a, b) for a in range(low, high + 1) for b in range(low, high + 1)]
     random.Random(_PARTITION_SEED).shuffle(pairs)
     num_val = max(1, int(len(pairs) * VAL_PAIR_FRACTION))
-    return pairs[:num_val] if split == "val" else pairs[num_val:]
+    return tuple(pairs[:num_val] if split == "val" else pairs[num_val:])
 
 
 def generate_task(
