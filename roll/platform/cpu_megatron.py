@@ -12,15 +12,16 @@ megatron-core assumes CUDA in a handful of places (measured, see DESIGN.md "Fact
      of `LanguageModule` (PP>1), plus the optimizers' `param.type() == 'torch.cuda.FloatTensor'`
      checks.
      -> those functions run under `_CpuDeviceMode`, a TorchFunctionMode that maps CUDA devices to the
-        CPU, makes `.cuda()` the identity and (optimizer construction only) reports CPU tensor types
-        under their CUDA names.
+        CPU, makes `.cuda()` the identity and, inside the optimizers' methods only (construction,
+        grad clipping), reports CPU float tensor types under their CUDA names.
 `WrappedTorchNorm` refusing sequence parallelism is a layer-spec matter: roll.models uses its own
 norm (see roll/models/megatron_builder.py).
 
 `apply_cpu_megatron_patches()` applies all of this once per process and does nothing when CUDA is
-available. Wrapped functions are looked up at call time by megatron (`get_forward_backward_func`,
-class methods), so callers must use those entry points rather than importing the schedule functions
-before the patches are applied.
+available. Module-level functions are rebound, and megatron's own callers look them up at call time
+(`get_forward_backward_func`, class methods); code that binds one by name (`from ...schedules import
+forward_backward_no_pipelining`) before the patches are applied keeps the unpatched function, so
+use those entry points, or import after `roll.platform.init_distributed()`.
 """
 
 import contextlib
@@ -174,11 +175,9 @@ def _patch_cuda_literals() -> None:
     )
     methods = ("step", "prepare_grads", "step_with_ready_grads", "clip_grad_norm", "count_zeros")
     for cls in optimizer_classes:
-        if "__init__" in cls.__dict__:
-            _wrap_attr(cls, "__init__", cuda_type_names=True)
-        for name in methods:
+        for name in ("__init__", *methods):
             if name in cls.__dict__:
-                _wrap_attr(cls, name)
+                _wrap_attr(cls, name, cuda_type_names=True)
 
 
 def apply_cpu_megatron_patches() -> bool:

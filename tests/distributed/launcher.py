@@ -2,28 +2,24 @@
 
     results = run_distributed(fn, 4, arg1, arg2, timeout=120)
 
-Each process gets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR=127.0.0.1/MASTER_PORT (a free port),
-calls `roll.platform.init_distributed()` (gloo + the megatron CPU layer) and then `fn(*args)`.
+Each process gets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR=127.0.0.1/MASTER_PORT, where the parent
+already serves the rendezvous store on a port the OS picked (no race for a "free" port with other
+test runs), calls `roll.platform.init_distributed()` (gloo + the megatron CPU layer) and then `fn(*args)`.
 `fn` must be a module-level (picklable) function. Returns the list of per-rank return values; a
 failure on any rank raises RuntimeError carrying that rank's traceback, and a hang past `timeout`
 seconds kills the group and raises TimeoutError.
 """
 
 import os
+import pickle
 import queue
-import socket
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 import torch.multiprocessing as mp
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from torch.distributed import TCPStore
 
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, results: Any) -> None:
@@ -33,6 +29,8 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
         WORLD_SIZE=str(world_size),
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
+        # Every rank is a client of the store the parent hosts (torch's env:// agent-store mode).
+        TORCHELASTIC_USE_AGENT_STORE="True",
         OMP_NUM_THREADS="1",
     )
     try:
@@ -44,7 +42,9 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, re
         from roll.platform import init_distributed
 
         init_distributed()
-        value = fn(*args)
+        # Plain pickle bytes: a tensor put on the queue as-is travels as a shared-memory handle that
+        # dies with this process, racing the parent's read.
+        value = pickle.dumps(fn(*args))
         results.put((rank, True, value))
         dist.barrier()
         dist.destroy_process_group()
@@ -56,7 +56,8 @@ def run_distributed(fn: Callable, world_size: int, *args: Any, timeout: float = 
     """Run `fn(*args)` on `world_size` spawned gloo processes; return the per-rank results."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    port = _free_port()
+    store = TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False)
+    port = store.port
     procs = [
         ctx.Process(target=_worker, args=(rank, world_size, port, fn, args, results), daemon=True)
         for rank in range(world_size)
@@ -82,7 +83,7 @@ def run_distributed(fn: Callable, world_size: int, *args: Any, timeout: float = 
                 continue
             if not ok:
                 raise RuntimeError(f"rank {rank} failed:\n{value}")
-            outcome[rank] = value
+            outcome[rank] = pickle.loads(value)
         for proc in procs:
             proc.join(timeout=max(deadline - time.monotonic(), 1.0))
     finally:

@@ -53,7 +53,10 @@ def build_loaded_model(
 
 
 def forward_logits(chunks: list, input_ids: torch.Tensor, vocab_size: int) -> Optional[torch.Tensor]:
-    """Forward-only through megatron's schedule; (B, S, vocab) logits on the last stage, else None."""
+    """Forward-only through megatron's schedule; (B, S, vocab) logits on the last stage, else None.
+
+    The interleaved (VPP) schedule needs at least PP micro-batches: the batch is then fed PP times.
+    """
     from megatron.core import parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
     from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
@@ -72,13 +75,14 @@ def forward_logits(chunks: list, input_ids: torch.Tensor, vocab_size: int) -> Op
 
     for chunk in chunks:
         chunk.eval()
-    data = [iter([input_ids]) for _ in chunks] if len(chunks) > 1 else iter([input_ids])
+    num_microbatches = parallel_state.get_pipeline_model_parallel_world_size() if len(chunks) > 1 else 1
+    data = [iter([input_ids] * num_microbatches) for _ in chunks] if len(chunks) > 1 else iter([input_ids])
     with torch.no_grad():
         outputs = get_forward_backward_func()(
             forward_step_func=forward_step,
             data_iterator=data,
             model=chunks if len(chunks) > 1 else chunks[0],
-            num_microbatches=1,
+            num_microbatches=num_microbatches,
             seq_length=seq,
             micro_batch_size=batch,
             forward_only=True,

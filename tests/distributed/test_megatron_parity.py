@@ -15,6 +15,7 @@ from launcher import run_distributed
 from megatron_harness import build_loaded_model, forward_logits, init_parallel
 from safetensors.torch import load_file
 
+from roll.models.megatron_builder import load_hf_config
 from roll.models.tiny import save_tiny_hf_model
 
 ARCHS = ("llama", "qwen2", "qwen3")
@@ -27,6 +28,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hf")
     dirs = {arch: save_tiny_hf_model(arch, root / arch, seed=i) for i, arch in enumerate(ARCHS)}
     dirs["llama_tied"] = save_tiny_hf_model("llama", root / "llama_tied", seed=7, tie_word_embeddings=True)
+    dirs["qwen3_4layers"] = save_tiny_hf_model("qwen3", root / "qwen3_4layers", seed=8, num_hidden_layers=4)
     return dirs
 
 
@@ -54,32 +56,46 @@ def hf_logits(checkpoints, batch) -> dict[str, torch.Tensor]:
     return out
 
 
-def _export_dir(root: Path, tp: int, pp: int, sp: bool, name: str) -> Path:
-    return root / f"tp{tp}_pp{pp}_sp{int(sp)}_{name}"
+def _export_dir(root: Path, layout: tuple, name: str) -> Path:
+    return root / ("_".join(map(str, layout)) + f"_{name}")
 
 
-def _run_layouts(
-    layouts: list[tuple[int, int, bool]], cases: dict[str, Path], input_ids: torch.Tensor, export_root: Path
-):
-    """On each rank: {(tp, pp, sp, case): logits or None}; each model is also exported as HF."""
+def _run_layouts(layouts: list[tuple], cases: dict[str, Path], input_ids: torch.Tensor, export_root: Path):
+    """On each rank: {(tp, pp, vpp, sp, case): logits or None} for every layout and every case that
+    the layout's layer count allows; each model is also exported as HF under `export_root`."""
     from roll.models.convert import save_hf_checkpoint
 
     results = {}
-    for tp, pp, sp in layouts:
-        init_parallel(tp, pp)
+    for tp, pp, vpp, sp in layouts:
+        init_parallel(tp, pp, vpp)
         for name, path in cases.items():
-            hf_config, chunks = build_loaded_model(path, tp, pp, sequence_parallel=sp)
-            results[(tp, pp, sp, name)] = forward_logits(chunks, input_ids, hf_config["vocab_size"])
-            save_hf_checkpoint(chunks, hf_config, _export_dir(export_root, tp, pp, sp, name), source_dir=path)
+            if load_hf_config(path)["num_hidden_layers"] % (pp * (vpp or 1)):
+                continue
+            hf_config, chunks = build_loaded_model(path, tp, pp, vpp=vpp, sequence_parallel=sp)
+            layout = (tp, pp, vpp, sp)
+            results[(*layout, name)] = forward_logits(chunks, input_ids, hf_config["vocab_size"])
+            save_hf_checkpoint(chunks, hf_config, _export_dir(export_root, layout, name), source_dir=path)
     return results
 
 
-def _tp1_and_critic(cases: dict[str, Path], critic_path: Path, input_ids: torch.Tensor, export_root: Path):
-    results = _run_layouts([(1, 1, False)], cases, input_ids, export_root)
-    _, chunks = build_loaded_model(critic_path, 1, 1, is_critic=True)
+def _tp1_critic_and_bad_shapes(cases: dict[str, Path], input_ids: torch.Tensor, export_root: Path):
+    """TP1 logits and exports, critic values, and the error of loading into a model of other shapes."""
+    from roll.models.convert import load_hf_into_megatron
+    from roll.models.megatron_builder import build_model_chunks, build_transformer_config
+
+    results = _run_layouts([(1, 1, None, False)], cases, input_ids, export_root)
+    _, chunks = build_loaded_model(cases["qwen2"], 1, 1, is_critic=True)
     with torch.no_grad():
         values = chunks[0](input_ids, torch.arange(input_ids.shape[1]).expand_as(input_ids), None)
-    return results, values
+    wrong = {**load_hf_config(cases["qwen2"]), "intermediate_size": 96}
+    chunks = build_model_chunks(
+        wrong, build_transformer_config(wrong, tensor_parallel=1, pipeline_parallel=1)
+    )
+    try:
+        load_hf_into_megatron(chunks, cases["qwen2"], wrong)
+    except ValueError as error:
+        return results, values, str(error)
+    return results, values, None
 
 
 def _load_hf_dir(path: Path) -> dict[str, torch.Tensor]:
@@ -89,54 +105,56 @@ def _load_hf_dir(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _assert_exports_bit_exact(results: dict, checkpoints: dict[str, Path], export_root: Path) -> None:
-    for tp, pp, sp, name in results:
-        exported = _load_hf_dir(_export_dir(export_root, tp, pp, sp, name))
+def _assert_exports_bit_exact(results: dict, checkpoints: dict[str, Path], export_root: Path) -> int:
+    for *layout, name in results:
+        exported = _load_hf_dir(_export_dir(export_root, tuple(layout), name))
         original = load_file(checkpoints[name] / "model.safetensors")
         assert exported.keys() == original.keys(), (name, exported.keys() ^ original.keys())
         for key, tensor in original.items():
-            assert torch.equal(exported[key], tensor), f"{name} tp={tp} pp={pp}: {key} differs after export"
+            assert torch.equal(exported[key], tensor), f"{name} (tp, pp, vpp, sp)={layout}: {key} differs"
+    return len(results)
 
 
 def _assert_matches(results: list[dict], hf_logits: dict[str, torch.Tensor], mask: torch.Tensor) -> int:
     checked = 0
     real = mask.bool()
     for rank_results in results:
-        for (tp, pp, sp, name), logits in rank_results.items():
+        for (*layout, name), logits in rank_results.items():
             if logits is None:
                 continue
             expected = hf_logits[name]
-            assert logits.shape == expected.shape, (tp, pp, name, logits.shape)
+            assert logits.shape == expected.shape, (layout, name, logits.shape)
             error = (logits[real] - expected[real]).abs().max().item()
-            assert error < ATOL, f"{name} tp={tp} pp={pp} sp={sp}: max |logits - hf| = {error:.2e}"
+            assert error < ATOL, f"{name} (tp, pp, vpp, sp)={layout}: max |logits - hf| = {error:.2e}"
             checked += 1
     return checked
 
 
-def test_tp1_matches_transformers_and_critic_returns_values(checkpoints, batch, hf_logits, tmp_path):
+def test_tp1_matches_transformers_critic_and_shape_errors(checkpoints, batch, hf_logits, tmp_path):
     input_ids, mask = batch
     cases = {arch: checkpoints[arch] for arch in ARCHS}
-    ((results, values),) = run_distributed(
-        _tp1_and_critic, 1, cases, checkpoints["qwen2"], input_ids, tmp_path
-    )
+    ((results, values, error),) = run_distributed(_tp1_critic_and_bad_shapes, 1, cases, input_ids, tmp_path)
     assert _assert_matches([results], hf_logits, mask) == len(ARCHS)
-    _assert_exports_bit_exact(results, checkpoints, tmp_path)
+    assert _assert_exports_bit_exact(results, checkpoints, tmp_path) == len(ARCHS)
     assert values.shape == input_ids.shape
     # The value head starts at zero when the checkpoint has no `score.weight`.
     assert torch.equal(values, torch.zeros_like(values))
+    assert error is not None and "model.layers.0.mlp.gate_proj.weight" in error
+    assert "(128, 64)" in error and "(96, 64)" in error
 
 
-def test_tp2_sp_and_pp2_match_transformers(checkpoints, batch, hf_logits, tmp_path):
+def test_tp2_sp_pp2_vpp2_match_transformers(checkpoints, batch, hf_logits, tmp_path):
     input_ids, mask = batch
-    layouts = [(2, 1, False), (2, 1, True), (1, 2, False)]
+    layouts = [(2, 1, None, False), (2, 1, None, True), (1, 2, None, False), (1, 2, 2, False)]
     results = run_distributed(_run_layouts, 2, layouts, dict(checkpoints), input_ids, tmp_path)
-    # TP ranks all return logits; PP: only the last stage.
-    assert _assert_matches(results, hf_logits, mask) == len(checkpoints) * (2 + 2 + 1)
-    _assert_exports_bit_exact(results[0], checkpoints, tmp_path)
+    # Every TP rank returns logits; with PP only the last stage. VPP2 x PP2 needs the 4-layer model.
+    assert _assert_matches(results, hf_logits, mask) == 2 * (len(checkpoints) * 2) + len(checkpoints) + 1
+    assert _assert_exports_bit_exact(results[0], checkpoints, tmp_path) == 3 * len(checkpoints) + 1
 
 
 def test_tp2_pp2_matches_transformers(checkpoints, batch, hf_logits, tmp_path):
     input_ids, mask = batch
-    results = run_distributed(_run_layouts, 4, [(2, 2, False)], dict(checkpoints), input_ids, tmp_path)
-    assert _assert_matches(results, hf_logits, mask) == len(checkpoints) * 2
-    _assert_exports_bit_exact(results[0], checkpoints, tmp_path)
+    cases = {name: path for name, path in checkpoints.items() if name != "qwen3_4layers"}
+    results = run_distributed(_run_layouts, 4, [(2, 2, None, False)], cases, input_ids, tmp_path)
+    assert _assert_matches(results, hf_logits, mask) == len(cases) * 2
+    assert _assert_exports_bit_exact(results[0], checkpoints, tmp_path) == len(cases)
