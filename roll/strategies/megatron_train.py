@@ -201,8 +201,9 @@ class MegatronTrainStrategy:
         store, _ = self._run(tensors, micro_loss, num_micro_batches, forward_only=False)
         metrics = self._reduce_metrics(store)
         lr = get_canonical_lr_for_logging(self.optimizer.param_groups)
-        # fp16 goes through the optimizer either way so that its loss scaler can back off.
-        if grads_are_finite(self.model) or self.dtype == torch.float16:
+        # The reduced loss is the same on every rank, so all ranks agree on the branch (the grad
+        # check is a collective). fp16 reaches the optimizer either way so its loss scaler can back off.
+        if math.isfinite(metrics["loss"]) and (grads_are_finite(self.model) or self.dtype == torch.float16):
             success, grad_norm, _ = self.optimizer.step()
         else:
             success, grad_norm = False, None
