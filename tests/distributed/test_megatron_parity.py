@@ -2,18 +2,20 @@
 HF checkpoint exported from the sharded model is bit-identical to the one loaded.
 
 Llama, Qwen2 (QKV bias) and Qwen3 (QK-norm) tiny models (2 layers, hidden 64, vocab 128 -> padded
-to 256 at TP2, 4 heads, 2 KV heads) at TP1, TP2, TP2+SP, PP2 (also with tied embeddings) and
-TP2xPP2, on a right-padded batch compared on real positions only. One spawned process group per
-world size runs all its cases.
+to 256 at TP2, 4 heads, 2 KV heads) at TP1, TP2, TP2+SP, PP2 (also with tied embeddings), PP2xVPP2
+(a 4-layer Qwen3) and TP2xPP2, on a right-padded batch compared on real positions only. The critic's
+values (TP1, TP2+SP) are compared with transformers' final hidden states times the value head.
+One spawned process group per world size runs all its cases.
 """
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from launcher import run_distributed
 from megatron_harness import build_loaded_model, forward_logits, init_parallel
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from roll.models.megatron_builder import load_hf_config
 from roll.models.tiny import save_tiny_hf_model
@@ -30,6 +32,28 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     dirs["llama_tied"] = save_tiny_hf_model("llama", root / "llama_tied", seed=7, tie_word_embeddings=True)
     dirs["qwen3_4layers"] = save_tiny_hf_model("qwen3", root / "qwen3_4layers", seed=8, num_hidden_layers=4)
     return dirs
+
+
+@pytest.fixture(scope="module")
+def critic_checkpoint(checkpoints, tmp_path_factory) -> Path:
+    """The Qwen2 checkpoint plus a random value head `score.weight`."""
+    out = tmp_path_factory.mktemp("critic")
+    tensors = load_file(checkpoints["qwen2"] / "model.safetensors")
+    tensors["score.weight"] = torch.randn(1, 64, generator=torch.Generator().manual_seed(3))
+    save_file(tensors, out / "model.safetensors")
+    shutil.copy(checkpoints["qwen2"] / "config.json", out / "config.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_values(critic_checkpoint, batch) -> torch.Tensor:
+    from transformers import AutoModel
+
+    input_ids, mask = batch
+    backbone = AutoModel.from_pretrained(critic_checkpoint, dtype=torch.float32).eval()
+    score = load_file(critic_checkpoint / "model.safetensors")["score.weight"]
+    with torch.no_grad():
+        return (backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state @ score.T).squeeze(-1)
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +102,24 @@ def _run_layouts(layouts: list[tuple], cases: dict[str, Path], input_ids: torch.
     return results
 
 
-def _tp1_critic_and_bad_shapes(cases: dict[str, Path], input_ids: torch.Tensor, export_root: Path):
-    """TP1 logits and exports, critic values, and the error of loading into a model of other shapes."""
+def _critic_values(path: Path, tp: int, sp: bool, input_ids: torch.Tensor) -> torch.Tensor:
+    init_parallel(tp, 1)
+    _, chunks = build_loaded_model(path, tp, 1, sequence_parallel=sp, is_critic=True)
+    with torch.no_grad():
+        return chunks[0](input_ids, torch.arange(input_ids.shape[1]).expand_as(input_ids), None)
+
+
+def _tp1_critic_and_bad_shapes(
+    cases: dict[str, Path], critic: Path, input_ids: torch.Tensor, export_root: Path
+):
+    """TP1 logits and exports; critic values with a loaded and with a fresh (zero) value head; the
+    error of loading a checkpoint into a model of other shapes."""
     from roll.models.convert import load_hf_into_megatron
     from roll.models.megatron_builder import build_model_chunks, build_transformer_config
 
     results = _run_layouts([(1, 1, None, False)], cases, input_ids, export_root)
-    _, chunks = build_loaded_model(cases["qwen2"], 1, 1, is_critic=True)
-    with torch.no_grad():
-        values = chunks[0](input_ids, torch.arange(input_ids.shape[1]).expand_as(input_ids), None)
+    values = _critic_values(critic, 1, False, input_ids)
+    fresh_values = _critic_values(cases["qwen2"], 1, False, input_ids)
     wrong = {**load_hf_config(cases["qwen2"]), "intermediate_size": 96}
     chunks = build_model_chunks(
         wrong, build_transformer_config(wrong, tensor_parallel=1, pipeline_parallel=1)
@@ -94,8 +127,13 @@ def _tp1_critic_and_bad_shapes(cases: dict[str, Path], input_ids: torch.Tensor, 
     try:
         load_hf_into_megatron(chunks, cases["qwen2"], wrong)
     except ValueError as error:
-        return results, values, str(error)
-    return results, values, None
+        return results, values, fresh_values, str(error)
+    return results, values, fresh_values, None
+
+
+def _world2(layouts: list[tuple], cases: dict[str, Path], critic: Path, input_ids, export_root: Path):
+    """The 2-process layouts, then the critic at TP2 with sequence parallelism."""
+    return _run_layouts(layouts, cases, input_ids, export_root), _critic_values(critic, 2, True, input_ids)
 
 
 def _load_hf_dir(path: Path) -> dict[str, torch.Tensor]:
@@ -130,26 +168,36 @@ def _assert_matches(results: list[dict], hf_logits: dict[str, torch.Tensor], mas
     return checked
 
 
-def test_tp1_matches_transformers_critic_and_shape_errors(checkpoints, batch, hf_logits, tmp_path):
+def test_tp1_matches_transformers_critic_and_shape_errors(
+    checkpoints, critic_checkpoint, batch, hf_logits, hf_values, tmp_path
+):
     input_ids, mask = batch
     cases = {arch: checkpoints[arch] for arch in ARCHS}
-    ((results, values, error),) = run_distributed(_tp1_critic_and_bad_shapes, 1, cases, input_ids, tmp_path)
+    ((results, values, fresh_values, error),) = run_distributed(
+        _tp1_critic_and_bad_shapes, 1, cases, critic_checkpoint, input_ids, tmp_path
+    )
     assert _assert_matches([results], hf_logits, mask) == len(ARCHS)
     assert _assert_exports_bit_exact(results, checkpoints, tmp_path) == len(ARCHS)
     assert values.shape == input_ids.shape
-    # The value head starts at zero when the checkpoint has no `score.weight`.
-    assert torch.equal(values, torch.zeros_like(values))
+    assert (values - hf_values)[mask.bool()].abs().max() < ATOL
+    # A critic made from a causal-LM checkpoint (no `score.weight`) starts with a zero value head.
+    assert torch.equal(fresh_values, torch.zeros_like(fresh_values))
     assert error is not None and "model.layers.0.mlp.gate_proj.weight" in error
     assert "(128, 64)" in error and "(96, 64)" in error
 
 
-def test_tp2_sp_pp2_vpp2_match_transformers(checkpoints, batch, hf_logits, tmp_path):
+def test_tp2_sp_pp2_vpp2_match_transformers(
+    checkpoints, critic_checkpoint, batch, hf_logits, hf_values, tmp_path
+):
     input_ids, mask = batch
     layouts = [(2, 1, None, False), (2, 1, None, True), (1, 2, None, False), (1, 2, 2, False)]
-    results = run_distributed(_run_layouts, 2, layouts, dict(checkpoints), input_ids, tmp_path)
+    outputs = run_distributed(_world2, 2, layouts, dict(checkpoints), critic_checkpoint, input_ids, tmp_path)
+    results = [logits for logits, _ in outputs]
     # Every TP rank returns logits; with PP only the last stage. VPP2 x PP2 needs the 4-layer model.
     assert _assert_matches(results, hf_logits, mask) == 2 * (len(checkpoints) * 2) + len(checkpoints) + 1
     assert _assert_exports_bit_exact(results[0], checkpoints, tmp_path) == 3 * len(checkpoints) + 1
+    for _, values in outputs:
+        assert (values - hf_values)[mask.bool()].abs().max() < ATOL
 
 
 def test_tp2_pp2_matches_transformers(checkpoints, batch, hf_logits, tmp_path):
