@@ -45,6 +45,7 @@ def load_hf_config(model_dir: str | Path) -> dict[str, Any]:
             raise ValueError(f"{path}: {flag}=true is not supported; use a checkpoint with {flag}=false")
     if model_type == "llama" and hf_config.get("attention_bias"):
         raise ValueError(f"{path}: attention_bias=true (o_proj bias) is not supported for llama")
+    _rope_scaling(hf_config)
     return hf_config
 
 
@@ -60,9 +61,16 @@ def _rope_scaling(hf_config: dict[str, Any]) -> Optional[float]:
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type == "default":
         return None
-    if rope_type == "llama3":
-        return float(params["factor"])
-    raise ValueError(f"rope_type={rope_type!r} is not supported; supported: default|llama3")
+    if rope_type != "llama3":
+        raise ValueError(f"rope_type={rope_type!r} is not supported; supported: default|llama3")
+    # megatron-core applies Llama-3 scaling with these three constants fixed; only `factor` varies.
+    fixed = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    for key, value in fixed.items():
+        if float(params.get(key, value)) != value:
+            raise ValueError(
+                f"llama3 rope scaling with {key}={params[key]} is not supported; megatron needs {value}"
+            )
+    return float(params["factor"])
 
 
 def has_qkv_bias(hf_config: dict[str, Any]) -> bool:
