@@ -11,7 +11,11 @@
 #   ROLL_OBJECT_STORE_BYTES  object store size in bytes (default: Ray's, 30% of RAM)
 #   ROLL_RAY_BLOCK=1         keep `ray start` in the foreground until Ray stops (used by slurm.sbatch)
 #   ROLL_RAY_ARGS            extra `ray start` flags, split on spaces (e.g. "--temp-dir=/scratch/ray")
+# Ray token authentication is on (RAY_AUTH_MODE=token): every node and client needs the head's token,
+# from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token. RAY_AUTH_MODE=disabled opts out.
 set -euo pipefail
+# Ray starts clusters with token auth by default but its clients only send the token in token mode.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 
 roll_die() {
   echo "error: $*" >&2
@@ -69,6 +73,14 @@ roll_node_ip() {
   read -ra ips <<<"$(hostname -I 2>/dev/null || true)"
   [ "${#ips[@]}" -gt 0 ] || roll_die "cannot find this node's IP with 'hostname -I'; set ROLL_NODE_IP"
   echo "${ips[0]}"
+}
+
+# Fails unless a Ray auth token is available to this node (token mode only).
+roll_require_token() {
+  if [ "$RAY_AUTH_MODE" = token ] && [ -z "${RAY_AUTH_TOKEN:-}" ] \
+    && [ ! -s "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]; then
+    roll_die "no Ray auth token on this node; on the head run 'ray get-auth-token' and export RAY_AUTH_TOKEN=<token> here (or share ~/.ray/auth_token)"
+  fi
 }
 
 # Fills the array ROLL_RAY_START_ARGS with the `ray start` flags both node kinds share.

@@ -13,6 +13,7 @@
 #   ROLL_CLIENT_PORT         Ray client server port (default 10001)
 #   ROLL_NODE_IP, ROLL_NUM_GPUS, ROLL_NUM_CPUS, ROLL_OBJECT_STORE_BYTES, ROLL_RAY_BLOCK, ROLL_RAY_ARGS
 #                            as described in launch/common.sh (GPUs are autodetected).
+#   RAY_AUTH_MODE            token (default: workers and clients need this head's token) | disabled
 # Stop it with `ray stop` on this node (that stops every Ray process of your user here).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +31,10 @@ DASHBOARD_PORT="${ROLL_DASHBOARD_PORT:-8265}"
 DASHBOARD_HOST="${ROLL_DASHBOARD_HOST:-127.0.0.1}"
 NODE_IP="$(roll_node_ip)"
 roll_ray_start_args
+# Creates ~/.ray/auth_token unless a token exists (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or that file).
+if [ "$RAY_AUTH_MODE" = token ]; then
+  "$RAY" get-auth-token --generate >/dev/null
+fi
 START=("$RAY" start --head --port="$PORT" --include-dashboard=true --dashboard-host="$DASHBOARD_HOST"
   --dashboard-port="$DASHBOARD_PORT" --ray-client-server-port="${ROLL_CLIENT_PORT:-10001}"
   "${ROLL_RAY_START_ARGS[@]}")
@@ -39,6 +44,7 @@ next_steps() {
 [ray_head] Ray head at $NODE_IP:$PORT ($(roll_num_gpus) GPU(s) here), dashboard at $DASHBOARD_HOST:$DASHBOARD_PORT
 [ray_head] next:
   on every other node:    bash launch/ray_worker.sh $NODE_IP:$PORT
+                          (with the same ~/.ray/auth_token, or RAY_AUTH_TOKEN=\$($RAY get-auth-token) from here)
   check the nodes:        $RAY status --address $NODE_IP:$PORT
   submit a job from here: RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT bash launch/submit.sh CONFIG [key=value ...]
   or run the driver here: $(roll_python) -m roll train CONFIG ray_address=$NODE_IP:$PORT

@@ -9,6 +9,8 @@
 #   ROLL_HEAD_WAIT_S         seconds to wait for the head to answer (default 120)
 #   ROLL_NODE_IP, ROLL_NUM_GPUS, ROLL_NUM_CPUS, ROLL_OBJECT_STORE_BYTES, ROLL_RAY_BLOCK, ROLL_RAY_ARGS
 #                            as described in launch/common.sh (GPUs are autodetected).
+#   RAY_AUTH_TOKEN           the head's token (`ray get-auth-token` there), unless ~/.ray/auth_token
+#                            is shared with the head (RAY_AUTH_MODE=disabled if the head runs without)
 # Every node should have the same number of GPUs: device_mapping assumes it (launch/README.md).
 # Stop it with `ray stop` on this node.
 set -euo pipefail
@@ -24,6 +26,7 @@ HEAD="$1"
 [[ "$HEAD" == *:* ]] || HEAD="$HEAD:6379"
 
 RAY="$(roll_ray)"
+roll_require_token
 WAIT_S="${ROLL_HEAD_WAIT_S:-120}"
 echo "[ray_worker] waiting up to ${WAIT_S}s for the Ray head at $HEAD"
 deadline=$((SECONDS + WAIT_S))

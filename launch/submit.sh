@@ -14,6 +14,7 @@
 # Knobs (env, all optional):
 #   ROLL_SUBMISSION_ID     job id to use (default: Ray picks one)
 #   ROLL_NO_WAIT=1         return after submitting instead of following the logs
+# The head's Ray auth token must be here too (RAY_AUTH_TOKEN or ~/.ray/auth_token; launch/README.md).
 # Every ROLL_* and NCCL_* variable set here is forwarded to the job (e.g. ROLL_LOG_LEVEL, NCCL_DEBUG).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +38,7 @@ case "$CONFIG_ABS" in
     ;;
 esac
 
+roll_require_token
 PY="$(roll_python)"
 "$PY" -m roll train "$CONFIG" "$@" --validate >/dev/null
 
