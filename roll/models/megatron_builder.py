@@ -116,6 +116,9 @@ def build_transformer_config(
             "choose a tensor_parallel that divides the number of KV heads"
         )
     on_gpu = get_device_type() == "cuda"
+    # Fused kernels need CUDA (and TE for RoPE); gradient-accumulation fusion stays off because it
+    # needs megatron DDP's main_grad buffers, which a frozen (reference) model does not have.
+    fused = on_gpu and _has_transformer_engine()
     recompute_kwargs = (
         dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
         if recompute
@@ -139,10 +142,10 @@ def build_transformer_config(
         attention_dropout=0.0,
         init_method_std=hf_config.get("initializer_range", 0.02),
         attention_softmax_in_fp32=True,
-        bias_activation_fusion=False,
-        bias_dropout_fusion=False,
-        masked_softmax_fusion=False,
-        apply_rope_fusion=False,
+        bias_activation_fusion=fused,
+        bias_dropout_fusion=fused,
+        masked_softmax_fusion=fused,
+        apply_rope_fusion=fused,
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
         tensor_model_parallel_size=tensor_parallel,
