@@ -3,8 +3,8 @@
 // Argument checks live in the Python wrappers (roll/ops/), which are the public API.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -17,18 +17,50 @@ namespace {
 using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using FloatArray = py::array_t<float, py::array::c_style>;
 
-roll::Parts karmarkar_karp(const DoubleArray& workloads, int64_t k, bool equal_size) {
-  const double* data = workloads.data();
-  const int64_t n = workloads.size();
-  py::gil_scoped_release release;
-  return roll::karmarkar_karp(data, n, k, equal_size);
+// Item indices grouped by part as a list of lists, each ascending. Built with the C API: for
+// thousands of items this is ~2x faster than pybind11's STL conversion or numpy's tolist().
+py::list group_by_part(const std::vector<int64_t>& assignment, int64_t num_parts) {
+  std::vector<Py_ssize_t> sizes(num_parts, 0);
+  for (int64_t part : assignment) ++sizes[part];
+  py::list parts(num_parts);
+  std::vector<PyObject*> lists(num_parts);
+  for (int64_t j = 0; j < num_parts; ++j) {
+    py::list part(sizes[j]);
+    lists[j] = part.ptr();
+    parts[j] = std::move(part);
+  }
+  std::fill(sizes.begin(), sizes.end(), 0);  // now the fill cursor of each part
+  for (size_t item = 0; item < assignment.size(); ++item) {
+    const int64_t part = assignment[item];
+    PyObject* index = PyLong_FromSsize_t(static_cast<Py_ssize_t>(item));
+    if (index == nullptr) throw py::error_already_set();
+    PyList_SET_ITEM(lists[part], sizes[part]++, index);  // steals the new reference
+  }
+  return parts;
 }
 
-roll::Parts first_fit_decreasing(const DoubleArray& sizes, double capacity) {
+py::list karmarkar_karp(const DoubleArray& workloads, int64_t k, bool equal_size) {
+  const double* data = workloads.data();
+  const int64_t n = workloads.size();
+  std::vector<int64_t> assignment;
+  {
+    py::gil_scoped_release release;
+    assignment = roll::karmarkar_karp(data, n, k, equal_size);
+  }
+  return group_by_part(assignment, k);
+}
+
+py::list first_fit_decreasing(const DoubleArray& sizes, double capacity) {
   const double* data = sizes.data();
   const int64_t n = sizes.size();
-  py::gil_scoped_release release;
-  return roll::first_fit_decreasing(data, n, capacity);
+  std::vector<int64_t> assignment;
+  {
+    py::gil_scoped_release release;
+    assignment = roll::first_fit_decreasing(data, n, capacity);
+  }
+  const int64_t num_bins =
+      assignment.empty() ? 0 : *std::max_element(assignment.begin(), assignment.end()) + 1;
+  return group_by_part(assignment, num_bins);
 }
 
 void check_matrix(const FloatArray& array, const char* name, py::ssize_t rows, py::ssize_t cols) {

@@ -7,16 +7,14 @@
 
 namespace roll {
 
-using Parts = std::vector<std::vector<int64_t>>;
-
 // Karmarkar-Karp largest differencing of `n` workloads into `k` parts. With `equal_size` every
-// part gets n / k items (n % k == 0 is checked by the caller). Each part's indices are ascending;
-// parts are ordered by ascending sum. Tie-breaking matches roll/ops/partition.py exactly.
-Parts karmarkar_karp(const double* workloads, int64_t n, int64_t k, bool equal_size);
+// part gets n / k items (n % k == 0 is checked by the caller). Returns the part of each item;
+// parts are numbered by ascending sum. Tie-breaking matches roll/ops/partition.py exactly.
+std::vector<int64_t> karmarkar_karp(const double* workloads, int64_t n, int64_t k, bool equal_size);
 
 // First-fit-decreasing bin packing of `n` sizes into bins of `capacity` (every size <= capacity is
-// checked by the caller). Bins are in opening order; each bin's indices are ascending.
-Parts first_fit_decreasing(const double* sizes, int64_t n, double capacity);
+// checked by the caller). Returns the bin of each item; bins are numbered in opening order.
+std::vector<int64_t> first_fit_decreasing(const double* sizes, int64_t n, double capacity);
 
 // GAE over rows [row_begin, row_end) of (B, T) row-major arrays; see gae.cpp for the recursion.
 void gae_rows(const float* rewards, const float* values, const float* mask, float* advantages,

@@ -4,32 +4,29 @@
 // roll/ops/packing.py, so both give the same bins, also for non-integer sizes.
 #include <algorithm>
 #include <numeric>
+#include <vector>
 
 #include "ops.h"
 
 namespace roll {
 
-Parts first_fit_decreasing(const double* sizes, int64_t n, double capacity) {
+std::vector<int64_t> first_fit_decreasing(const double* sizes, int64_t n, double capacity) {
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return sizes[a] > sizes[b]; });
 
-  Parts bins;
+  std::vector<int64_t> assignment(n);
   std::vector<double> remaining;
   for (int64_t item : order) {
     const double size = sizes[item];
     size_t bin = 0;
     while (bin < remaining.size() && remaining[bin] < size) ++bin;
-    if (bin == remaining.size()) {
-      bins.emplace_back();
-      remaining.push_back(capacity);
-    }
+    if (bin == remaining.size()) remaining.push_back(capacity);
     remaining[bin] -= size;
-    bins[bin].push_back(item);
+    assignment[item] = static_cast<int64_t>(bin);
   }
-  for (auto& items : bins) std::sort(items.begin(), items.end());
-  return bins;
+  return assignment;
 }
 
 }  // namespace roll

@@ -1,12 +1,16 @@
 // Karmarkar-Karp largest differencing method (LDM) for k-way number partitioning, and its
 // balanced variant (BLDM: every part gets the same number of items).
 //
-// A "state" is a partial solution: k parts, kept sorted by ascending sum. The states with the
+// A "state" is a partial solution: k parts, kept sorted by ascending sum. The two states with the
 // largest spread (max - min part sum) are combined first: the heaviest part of one state joins
 // the lightest of the other, so their differences cancel. Ties are broken by state creation
 // order, and parts are re-sorted with a stable sort, so the result is identical to the Python
 // fallback in roll/ops/partition.py for the same input.
+//
+// Parts hold their items as linked lists threaded through one `next` array, so joining two parts
+// is O(1) and the whole run allocates only a few flat arrays.
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <queue>
 #include <utility>
@@ -16,19 +20,18 @@
 namespace roll {
 namespace {
 
+constexpr int64_t kNone = -1;
+
 struct Part {
   double sum = 0.0;
-  std::vector<int64_t> items;
-};
-
-struct State {
-  std::vector<Part> parts;  // ascending by sum
-  double spread() const { return parts.back().sum - parts.front().sum; }
+  int64_t head = kNone;  // first item, or kNone when empty
+  int64_t tail = kNone;
 };
 
 struct HeapEntry {
   double spread;
-  int64_t id;
+  int64_t id;    // creation order, the tie-breaker
+  int64_t slot;  // where the state's k parts live in the pool
 };
 
 // priority_queue pops the "largest": the largest spread, then the oldest state.
@@ -39,81 +42,147 @@ struct LowerPriority {
   }
 };
 
-void sort_parts(std::vector<Part>& parts) {
-  std::stable_sort(parts.begin(), parts.end(),
-                   [](const Part& a, const Part& b) { return a.sum < b.sum; });
+// Item indices by ascending workload, ties by index (the order Python's stable `sorted` gives).
+// An LSD radix sort over the bit patterns, which order like the values for non-negative doubles;
+// ~2.5x faster than std::sort on thousands of items, and sorting is most of the balanced case.
+std::vector<int64_t> sort_by_workload(const double* workloads, int64_t n) {
+  constexpr int kDigitBits = 11;
+  constexpr int kPasses = (64 + kDigitBits - 1) / kDigitBits;
+  constexpr uint64_t kDigitMask = (1u << kDigitBits) - 1;
+  std::vector<std::pair<uint64_t, int64_t>> keyed(n), scratch(n);
+  // One read of the data fills the histograms of every digit.
+  std::vector<int64_t> starts(kPasses * (kDigitMask + 2), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const double value = workloads[i] + 0.0;  // -0.0 becomes +0.0
+    std::memcpy(&keyed[i].first, &value, sizeof(double));
+    keyed[i].second = i;
+    for (int pass = 0; pass < kPasses; ++pass) {
+      ++starts[pass * (kDigitMask + 2) + ((keyed[i].first >> (pass * kDigitBits)) & kDigitMask) + 1];
+    }
+  }
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const auto first = starts.begin() + pass * (kDigitMask + 2);
+    const auto last = first + kDigitMask + 2;
+    if (*std::max_element(first, last) == n) continue;  // every key has the same digit: no-op
+    std::partial_sum(first, last, first);
+    const int shift = pass * kDigitBits;
+    for (const auto& entry : keyed) scratch[first[(entry.first >> shift) & kDigitMask]++] = entry;
+    keyed.swap(scratch);
+  }
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = keyed[i].second;
+  return order;
 }
 
-// Combine heaviest-with-lightest; the bigger index list is moved, the smaller appended, so the
-// total copying stays O(n log n).
-State merge(State&& heavy, State&& light) {
-  const size_t k = heavy.parts.size();
-  State merged;
-  merged.parts.resize(k);
-  for (size_t i = 0; i < k; ++i) {
-    Part& a = heavy.parts[k - 1 - i];
-    Part& b = light.parts[i];
-    Part& out = merged.parts[i];
-    out.sum = a.sum + b.sum;
-    if (a.items.size() < b.items.size()) std::swap(a.items, b.items);
-    out.items = std::move(a.items);
-    out.items.insert(out.items.end(), b.items.begin(), b.items.end());
+// Stable sort of a state's parts by sum. Insertion sort for the usual few parts (no allocation,
+// and it dominates the merge cost otherwise); std::stable_sort keeps many parts O(k log k).
+void sort_by_sum(std::vector<Part>& parts) {
+  constexpr size_t kInsertionSortMax = 32;
+  if (parts.size() > kInsertionSortMax) {
+    std::stable_sort(parts.begin(), parts.end(),
+                     [](const Part& x, const Part& y) { return x.sum < y.sum; });
+    return;
   }
-  sort_parts(merged.parts);
-  return merged;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const Part part = parts[i];
+    size_t j = i;
+    for (; j > 0 && parts[j - 1].sum > part.sum; --j) parts[j] = parts[j - 1];
+    parts[j] = part;
+  }
 }
+
+class Partitioner {
+ public:
+  Partitioner(int64_t n, int64_t k, int64_t num_states)
+      : k_(k), next_(n, kNone), pool_(num_states * k) {}
+
+  Part* state(int64_t slot) { return pool_.data() + slot * k_; }
+
+  void add_item(Part& part, int64_t item, double workload) {
+    part.sum = workload;
+    part.head = part.tail = item;
+  }
+
+  void push(int64_t slot) {
+    const Part* parts = state(slot);
+    heap_.push({parts[k_ - 1].sum - parts[0].sum, next_id_++, slot});
+  }
+
+  // Merges the two widest states until one is left; returns its slot.
+  int64_t run() {
+    std::vector<Part> merged(k_);
+    while (heap_.size() > 1) {
+      const int64_t heavy = heap_.top().slot;
+      heap_.pop();
+      const int64_t light = heap_.top().slot;
+      heap_.pop();
+      const Part* a = state(heavy);
+      const Part* b = state(light);
+      for (int64_t i = 0; i < k_; ++i) merged[i] = join(a[k_ - 1 - i], b[i]);
+      sort_by_sum(merged);
+      std::copy(merged.begin(), merged.end(), state(heavy));  // reuse the heavy state's slot
+      push(heavy);
+    }
+    return heap_.top().slot;
+  }
+
+  // Marks every item of `part` as belonging to part number `label`.
+  void label_items(const Part& part, int64_t label, int64_t* assignment) const {
+    for (int64_t item = part.head; item != kNone; item = next_[item]) assignment[item] = label;
+  }
+
+ private:
+  Part join(const Part& a, const Part& b) {
+    Part out;
+    out.sum = a.sum + b.sum;
+    if (a.head == kNone) {
+      out.head = b.head;
+      out.tail = b.tail;
+    } else {
+      out.head = a.head;
+      out.tail = a.tail;
+      if (b.head != kNone) {
+        next_[a.tail] = b.head;
+        out.tail = b.tail;
+      }
+    }
+    return out;
+  }
+
+  int64_t k_;
+  int64_t next_id_ = 0;
+  std::vector<int64_t> next_;
+  std::vector<Part> pool_;
+  std::priority_queue<HeapEntry, std::vector<HeapEntry>, LowerPriority> heap_;
+};
 
 }  // namespace
 
-Parts karmarkar_karp(const double* workloads, int64_t n, int64_t k, bool equal_size) {
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t a, int64_t b) { return workloads[a] < workloads[b]; });
+std::vector<int64_t> karmarkar_karp(const double* workloads, int64_t n, int64_t k, bool equal_size) {
+  std::vector<int64_t> assignment(n);
+  if (n == 0) return assignment;
+  const std::vector<int64_t> order = sort_by_workload(workloads, n);
 
-  std::vector<State> states;
-  if (equal_size) {
-    // Each group of k consecutive (sorted) items starts as one state with one item per part.
-    for (int64_t offset = 0; offset < n; offset += k) {
-      State s;
-      s.parts.resize(k);
+  const int64_t num_states = equal_size ? n / k : n;
+  Partitioner partitioner(n, k, num_states);
+  for (int64_t slot = 0; slot < num_states; ++slot) {
+    Part* parts = partitioner.state(slot);
+    if (equal_size) {
+      // Each group of k consecutive (sorted) items starts as one state, one item per part.
       for (int64_t j = 0; j < k; ++j) {
-        const int64_t item = order[offset + j];
-        s.parts[j].sum = workloads[item];
-        s.parts[j].items.push_back(item);
+        const int64_t item = order[slot * k + j];
+        partitioner.add_item(parts[j], item, workloads[item]);
       }
-      states.push_back(std::move(s));
+    } else {
+      const int64_t item = order[slot];
+      partitioner.add_item(parts[k - 1], item, workloads[item]);
     }
-  } else {
-    for (int64_t item : order) {
-      State s;
-      s.parts.resize(k);
-      s.parts[k - 1].sum = workloads[item];
-      s.parts[k - 1].items.push_back(item);
-      states.push_back(std::move(s));
-    }
-  }
-  if (states.empty()) return Parts(k);
-
-  std::priority_queue<HeapEntry, std::vector<HeapEntry>, LowerPriority> heap;
-  for (size_t id = 0; id < states.size(); ++id) heap.push({states[id].spread(), (int64_t)id});
-  while (heap.size() > 1) {
-    const int64_t first = heap.top().id;
-    heap.pop();
-    const int64_t second = heap.top().id;
-    heap.pop();
-    states.push_back(merge(std::move(states[first]), std::move(states[second])));
-    states[first] = State();
-    states[second] = State();
-    heap.push({states.back().spread(), (int64_t)states.size() - 1});
+    partitioner.push(slot);
   }
 
-  Parts result;
-  for (Part& part : states[heap.top().id].parts) {
-    std::sort(part.items.begin(), part.items.end());
-    result.push_back(std::move(part.items));
-  }
-  return result;
+  const Part* final_parts = partitioner.state(partitioner.run());
+  for (int64_t j = 0; j < k; ++j) partitioner.label_items(final_parts[j], j, assignment.data());
+  return assignment;
 }
 
 }  // namespace roll

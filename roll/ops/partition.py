@@ -107,9 +107,10 @@ def balanced_partition(
 def partition_by_budget(workloads: Sequence[int | float] | np.ndarray, budget: float) -> list[list[int]]:
     """Micro-batches whose workload sums (e.g. token counts) stay within `budget`, balanced.
 
-    Tries Karmarkar-Karp (free part sizes) with k = ceil(total / budget) parts, then k + 1, ...,
-    and returns the first split whose heaviest part fits. First-fit-decreasing always fits, so if
-    KK has not fit by the FFD bin count, the FFD bins are returned. Empty parts are dropped.
+    Tries Karmarkar-Karp (free part sizes) with k = ceil(total / budget) parts, then k + 1, ...
+    up to the number of first-fit-decreasing bins, and returns the first split whose heaviest part
+    fits; FFD always fits, so its bins are the answer when no KK split up to that count does.
+    Empty parts are dropped.
     """
     values = _as_workloads(workloads, "partition_by_budget")
     if budget <= 0:
@@ -123,7 +124,7 @@ def partition_by_budget(workloads: Sequence[int | float] | np.ndarray, budget: f
             "raise the budget (e.g. max_tokens_per_microbatch) or truncate the sequence"
         )
     ffd_bins = first_fit_decreasing(values, budget)
-    for k in range(max(1, math.ceil(values.sum() / budget)), len(ffd_bins)):
+    for k in range(max(1, math.ceil(values.sum() / budget)), len(ffd_bins) + 1):
         parts = [part for part in balanced_partition(values, k, equal_size=False) if part]
         if max(values[part].sum() for part in parts) <= budget:
             return parts
