@@ -43,8 +43,9 @@ struct LowerPriority {
 };
 
 // Item indices by ascending workload, ties by index (the order Python's stable `sorted` gives).
-// An LSD radix sort over the bit patterns, which order like the values for non-negative doubles;
-// ~2.5x faster than std::sort on thousands of items, and sorting is most of the balanced case.
+// A stable LSD radix sort over the bit patterns, which order like the values for non-negative
+// doubles (the wrapper rejects negative and non-finite workloads). It avoids std::sort's
+// unpredictable branches; sorting is the largest single cost of the balanced case.
 std::vector<int64_t> sort_by_workload(const double* workloads, int64_t n) {
   constexpr int kDigitBits = 11;
   constexpr int kPasses = (64 + kDigitBits - 1) / kDigitBits;

@@ -19,8 +19,8 @@ def gae_reference(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reverse loop over T in torch; (B, T) float32 in, (advantages, returns) out."""
-    next_value = torch.zeros_like(values[:, 0])
-    running = torch.zeros_like(values[:, 0])
+    next_value = values.new_zeros(values.shape[0])
+    running = values.new_zeros(values.shape[0])
     advantages = torch.empty_like(values)
     for t in reversed(range(values.shape[1])):
         active = mask[:, t] > 0

@@ -86,6 +86,14 @@ def test_matches_algorithms_reference():
     torch.testing.assert_close(returns, expected_ret, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0)])
+def test_empty_inputs(shape):
+    empty = torch.zeros(shape)
+    for implementation in (gae, gae_reference):
+        advantages, returns = implementation(empty, empty, empty, 0.99, 0.95)
+        assert advantages.shape == returns.shape == shape
+
+
 def test_casts_non_contiguous_and_low_precision_inputs():
     rewards, values, mask = _inputs(4, 16, seed=4)
     expected_adv, _ = gae_reference(rewards, values, mask, 0.99, 0.95)

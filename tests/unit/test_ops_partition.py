@@ -41,8 +41,12 @@ def test_cpp_matches_python_reference(k, equal_size):
     rng = np.random.default_rng(k)
     for trial in range(5):
         n = k * int(rng.integers(1, 40))
-        # Small integer workloads produce many ties, which exercises the tie-breaking.
-        workloads = rng.integers(0, 20 if trial % 2 else 10_000, size=n).astype(np.float64)
+        # Small integers give many ties (tie-breaking); magnitudes over 15 decades use every
+        # digit of the C++ radix sort.
+        if trial == 4:
+            workloads = 10.0 ** rng.uniform(-3, 12, size=n)
+        else:
+            workloads = rng.integers(0, 20 if trial % 2 else 10_000, size=n).astype(np.float64)
         parts = balanced_partition(workloads, k, equal_size)
         assert parts == karmarkar_karp_reference(workloads.tolist(), k, equal_size)
         _assert_is_partition(parts, n, k, equal_size)
