@@ -1,13 +1,16 @@
 """Run observability: per-step metrics (metrics.jsonl + TensorBoard), phase timers, progress bars.
 
-    with MetricsTracker(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resume) as tracker, \\
-            step_progress(cfg.max_steps, initial=start) as bar:
+    with (
+        MetricsTracker(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resume) as tracker,
+        step_progress(cfg.max_steps, initial=start) as bar,
+    ):
         tracker.truncate_from(start)          # on resume: drop lines of steps that will be redone
         for step in range(start, cfg.max_steps):
             timer = PhaseTimer()
-            with timer.phase("rollout"):
-                ...
+            with timer.phase("rollout"), phase_progress(n, "generate", unit="sample") as gen_bar:
+                ...                           # gen_bar.update(k) as samples finish
             metrics = {**summarize(scores, "reward"), **timer.metrics()}
+            metrics["throughput/tokens_per_s"] = num_tokens / metrics["time/step"]
             tracker.log(step, metrics)
             bar.advance(metrics)
 
@@ -42,6 +45,7 @@ logger = get_logger(__name__)
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+# Shown on the step bar when present in the logged metrics; a pipeline may pass its own keys.
 DEFAULT_POSTFIX_KEYS = ("reward/mean", "val/accuracy", "actor/kl", "time/step")
 
 
@@ -225,7 +229,9 @@ def progress_enabled(stream=None) -> bool:
     if setting in ("0", "1"):
         return setting == "1"
     if setting:
-        logger.warning("ROLL_PROGRESS=%r is not 0 or 1; showing bars only on a terminal", setting)
+        raise ValueError(
+            f"ROLL_PROGRESS={setting!r} is invalid: use 0 (hide bars), 1 (show) or leave it unset"
+        )
     stream = sys.stderr if stream is None else stream
     return bool(getattr(stream, "isatty", lambda: False)())
 

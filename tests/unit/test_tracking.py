@@ -11,7 +11,14 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from roll.utils.tracking import MetricsTracker, PhaseTimer, progress_enabled, step_progress, summarize
+from roll.utils.tracking import (
+    MetricsTracker,
+    PhaseTimer,
+    phase_progress,
+    progress_enabled,
+    step_progress,
+    summarize,
+)
 
 
 def _lines(output_dir) -> list[dict]:
@@ -187,6 +194,23 @@ def test_progress_follows_tty_unless_roll_progress_says_otherwise(monkeypatch):
     assert not progress_enabled(_Stream(tty=True))
     monkeypatch.setenv("ROLL_PROGRESS", "1")
     assert progress_enabled(_Stream(tty=False))
+    monkeypatch.setenv("ROLL_PROGRESS", "yes")
+    with pytest.raises(ValueError, match="ROLL_PROGRESS='yes'"):
+        progress_enabled(_Stream(tty=True))
+
+
+def test_phase_bar_counts_on_stderr_and_clears_itself(monkeypatch, capsys):
+    monkeypatch.setenv("ROLL_PROGRESS", "1")
+    with phase_progress(6, "generate", unit="sample") as bar:
+        bar.update(4)
+        bar.refresh()
+        assert "generate" in capsys.readouterr().err and "4/6" in str(bar)
+    # Closing a transient bar blanks its line instead of leaving it on screen.
+    assert capsys.readouterr().err.strip() == ""
+    monkeypatch.setenv("ROLL_PROGRESS", "0")
+    with phase_progress(6, "generate") as bar:
+        bar.update(6)
+    assert capsys.readouterr().err == ""
 
 
 def test_step_bar_shows_postfix_metrics_on_stderr(monkeypatch, capsys):
