@@ -47,7 +47,7 @@ def _cuda_extensions():
         return [], None
     try:
         import torch
-        from torch.utils.cpp_extension import CUDAExtension, BuildExtension
+        from torch.utils.cpp_extension import BuildExtension, CUDAExtension
     except ImportError:
         return [], None
     if torch.version.cuda is None or shutil.which("nvcc") is None:
