@@ -24,7 +24,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
 fi
 
 STAMP="$VENV/.roll_setup_stamp"
-HASH="$(cat setup.py pyproject.toml constraints-cpu.txt $(find csrc -type f | sort) 2>/dev/null | sha256sum | cut -d' ' -f1)"
+HASH="$({ cat setup.py pyproject.toml constraints-cpu.txt; find csrc -type f -print0 | sort -z | xargs -0 cat; } 2>/dev/null | sha256sum | cut -d' ' -f1)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && "$VPY" -c "import roll" 2>/dev/null; then
   echo "[setup] environment up to date ($VENV)"
   exit 0

@@ -34,7 +34,9 @@ class RayRuntime:
         # Workers must import roll/workers from this checkout even when it is not pip-installed.
         repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         pythonpath = os.pathsep.join(p for p in (repo_root, os.environ.get("PYTHONPATH")) if p)
+        # address="local": never attach to a cluster that `ray start` left on this machine.
         ray.init(
+            address="local",
             num_cpus=self.num_cpus,
             include_dashboard=False,
             _node_ip_address="127.0.0.1",

@@ -48,15 +48,8 @@ def test_script_parses_and_opens_with_help_and_strict_mode(script):
     assert "set -euo pipefail" in lines
 
 
-# setup_env.sh word-splits `$(find csrc ...)` (SC2046); strict, so the fix there flags this mark.
-_SHELLCHECK_KNOWN = {"setup_env.sh": pytest.mark.xfail(reason="SC2046 in setup_env.sh line 27", strict=True)}
-
-
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-@pytest.mark.parametrize(
-    "script",
-    [pytest.param(path, marks=_SHELLCHECK_KNOWN.get(path.name, ()), id=path.name) for path in SCRIPTS],
-)
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
 def test_script_is_shellcheck_clean(script):
     result = _run(["shellcheck", "-x", "-s", "bash", f"launch/{script.name}"])
     assert result.returncode == 0, result.stdout
