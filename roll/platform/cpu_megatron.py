@@ -8,8 +8,8 @@ megatron-core assumes CUDA in a handful of places (measured, see DESIGN.md "Fact
      -> replaced by CPU equivalents: the "CUDA" RNG is the CPU default generator, the current device
         is "cpu", streams/events are no-op objects.
   2. `device="cuda"` literals and `.cuda()` calls inside the pipeline schedules, grad clipping,
-     the optimizers, the default causal masks of the local attention and the tied-embedding sync
-     of `LanguageModule` (PP>1), plus the optimizers' `param.type() == 'torch.cuda.FloatTensor'`
+     the optimizers, the default causal masks of the local attention, `tensor_parallel.broadcast_data`
+     and the tied-embedding sync of `LanguageModule` (PP>1), plus the optimizers' `param.type() == 'torch.cuda.FloatTensor'`
      checks.
      -> those functions run under `_CpuDeviceMode`, a TorchFunctionMode that maps CUDA devices to the
         CPU, makes `.cuda()` the identity and, inside the optimizers' methods only (construction,
@@ -152,6 +152,8 @@ def _patch_cuda_literals() -> None:
     import megatron.core.optimizer.distrib_optimizer as distrib_optimizer
     import megatron.core.optimizer.optimizer as optimizer
     import megatron.core.pipeline_parallel.schedules as schedules
+    import megatron.core.tensor_parallel as tensor_parallel
+    import megatron.core.tensor_parallel.data as tensor_parallel_data
     import megatron.core.transformer.utils as transformer_utils
     from megatron.core.models.common.language_module.language_module import LanguageModule
 
@@ -162,6 +164,8 @@ def _patch_cuda_literals() -> None:
     ):
         _wrap_attr(schedules, name)
     _wrap_attr(LanguageModule, "setup_embeddings_and_output_layer")
+    for module in (tensor_parallel_data, tensor_parallel):
+        _wrap_attr(module, "broadcast_data")
     for module in (transformer_utils, fused_softmax):
         _wrap_attr(module, "get_default_causal_mask")
         _wrap_attr(module, "get_sliding_window_causal_mask")
@@ -173,7 +177,16 @@ def _patch_cuda_literals() -> None:
         optimizer.ChainedOptimizer,
         distrib_optimizer.DistributedOptimizer,
     )
-    methods = ("step", "prepare_grads", "step_with_ready_grads", "clip_grad_norm", "count_zeros")
+    methods = (
+        "step",
+        "prepare_grads",
+        "step_with_ready_grads",
+        "get_grad_norm",
+        "clip_grad_norm",
+        "count_zeros",
+        "restore_from_cpu",
+        "get_parameter_state_dp_zero",
+    )
     for cls in optimizer_classes:
         for name in ("__init__", *methods):
             if name in cls.__dict__:

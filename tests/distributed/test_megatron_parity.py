@@ -132,8 +132,15 @@ def _tp1_critic_and_bad_shapes(
 
 
 def _world2(layouts: list[tuple], cases: dict[str, Path], critic: Path, input_ids, export_root: Path):
-    """The 2-process layouts, then the critic at TP2 with sequence parallelism."""
-    return _run_layouts(layouts, cases, input_ids, export_root), _critic_values(critic, 2, True, input_ids)
+    """The 2-process layouts, then the critic at TP2 with sequence parallelism, then megatron's TP
+    batch broadcast (hard-codes CUDA tensors; run through the CPU layer)."""
+    from megatron.core import parallel_state, tensor_parallel
+
+    results = _run_layouts(layouts, cases, input_ids, export_root)
+    values = _critic_values(critic, 2, True, input_ids)
+    source = {"input_ids": input_ids} if parallel_state.get_tensor_model_parallel_rank() == 0 else None
+    broadcast = tensor_parallel.broadcast_data(["input_ids"], source, torch.int64)["input_ids"]
+    return results, values, broadcast
 
 
 def _load_hf_dir(path: Path) -> dict[str, torch.Tensor]:
@@ -192,12 +199,13 @@ def test_tp2_sp_pp2_vpp2_match_transformers(
     input_ids, mask = batch
     layouts = [(2, 1, None, False), (2, 1, None, True), (1, 2, None, False), (1, 2, 2, False)]
     outputs = run_distributed(_world2, 2, layouts, dict(checkpoints), critic_checkpoint, input_ids, tmp_path)
-    results = [logits for logits, _ in outputs]
+    results = [logits for logits, _, _ in outputs]
     # Every TP rank returns logits; with PP only the last stage. VPP2 x PP2 needs the 4-layer model.
     assert _assert_matches(results, hf_logits, mask) == 2 * (len(checkpoints) * 2) + len(checkpoints) + 1
     assert _assert_exports_bit_exact(results[0], checkpoints, tmp_path) == 3 * len(checkpoints) + 1
-    for _, values in outputs:
+    for _, values, broadcast in outputs:
         assert (values - hf_values)[mask.bool()].abs().max() < ATOL
+        assert torch.equal(broadcast, input_ids)
 
 
 def test_tp2_pp2_matches_transformers(checkpoints, batch, hf_logits, tmp_path):
