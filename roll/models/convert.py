@@ -2,6 +2,7 @@
 
 Live models (parallel_state initialised, every rank calls):
     load_hf_into_megatron(chunks, hf_dir, hf_config)     this rank's TP/PP/VPP shards from HF safetensors
+    load_mcore_into_megatron(chunks, mcore_dir)          this rank's file written by hf-to-mcore
     iter_megatron_as_hf(chunks, hf_config)               full HF tensors of this PP stage (TP collective)
     save_hf_checkpoint(chunks, hf_config, out_dir)       HF safetensors + config.json, all stages merged
 
@@ -220,6 +221,59 @@ def mcore_to_hf(mcore_dir: str | Path, out_dir: str | Path) -> None:
     write_hf_index(out_dir, pp)
     copy_hf_side_files(mcore_dir, out_dir)
     logger.info("wrote HF checkpoint %s from %s (tp=%d pp=%d)", out_dir, mcore_dir, tp, pp)
+
+
+# Transformer-Engine specs fuse the pre-attention/pre-MLP norms into the next linear layer.
+_TE_TO_LOCAL_NAMES = {
+    "self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
+    "mlp.linear_fc1.layer_norm_weight": "pre_mlp_layernorm.weight",
+}
+
+
+def _local_spec_name(name: str) -> str:
+    for te_suffix, local_suffix in _TE_TO_LOCAL_NAMES.items():
+        if name.endswith(te_suffix):
+            return name[: -len(te_suffix)] + local_suffix
+    return name
+
+
+def load_mcore_into_megatron(model_chunks: list[torch.nn.Module], mcore_dir: str | Path) -> None:
+    """Copy this rank's shard written by `hf_to_mcore` into `model_chunks` (same TP/PP, no VPP).
+
+    Each rank reads only its own file; a layout or shape mismatch raises naming both sides.
+    """
+    from megatron.core import parallel_state
+
+    manifest = read_mcore_manifest(mcore_dir)
+    layout = (
+        parallel_state.get_tensor_model_parallel_world_size(),
+        parallel_state.get_pipeline_model_parallel_world_size(),
+    )
+    saved = (manifest["tensor_parallel"], manifest["pipeline_parallel"])
+    if layout != saved or len(model_chunks) != 1:
+        raise ValueError(
+            f"{mcore_dir} was written for (tp, pp)={saved} without VPP, but this model runs (tp, pp)={layout} "
+            f"with {len(model_chunks)} chunk(s); re-run `roll convert hf-to-mcore` with --tp {layout[0]} --pp {layout[1]}"
+        )
+    path = mcore_rank_file(
+        mcore_dir,
+        parallel_state.get_tensor_model_parallel_rank(),
+        parallel_state.get_pipeline_model_parallel_rank(),
+    )
+    model = unwrap_model(model_chunks[0])
+    with safe_open(path, framework="pt") as handle:
+        stored = set(handle.keys())
+        for name, param in model.named_parameters():
+            key = _local_spec_name(name)
+            if key not in stored:
+                raise KeyError(f"{path}: tensor {key!r} is missing")
+            shape = tuple(handle.get_slice(key).get_shape())
+            if shape != tuple(param.shape):
+                raise ValueError(
+                    f"{path}: tensor {key!r} has shape {shape} but the model expects {tuple(param.shape)}"
+                )
+            with torch.no_grad():
+                param.copy_(handle.get_tensor(key))
 
 
 def hf_to_mcore_main(args: argparse.Namespace) -> None:

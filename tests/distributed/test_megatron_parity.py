@@ -208,9 +208,32 @@ def test_tp2_sp_pp2_vpp2_match_transformers(
         assert torch.equal(broadcast, input_ids)
 
 
+def _world4(cases: dict[str, Path], mcore_dirs: dict[str, Path], input_ids, export_root: Path):
+    """TP2xPP2 from HF checkpoints, then from the per-rank files of `roll convert hf-to-mcore`."""
+    from roll.models.convert import load_mcore_into_megatron
+    from roll.models.megatron_builder import build_model_chunks, build_transformer_config
+
+    results = _run_layouts([(2, 2, None, False)], cases, input_ids, export_root)
+    from_mcore = {}
+    for name, mcore_dir in mcore_dirs.items():
+        hf_config = load_hf_config(mcore_dir)
+        chunks = build_model_chunks(
+            hf_config, build_transformer_config(hf_config, tensor_parallel=2, pipeline_parallel=2)
+        )
+        load_mcore_into_megatron(chunks, mcore_dir)
+        from_mcore[(2, 2, "mcore", False, name)] = forward_logits(chunks, input_ids, hf_config["vocab_size"])
+    return results, from_mcore
+
+
 def test_tp2_pp2_matches_transformers(checkpoints, batch, hf_logits, tmp_path):
+    from roll.models.convert import hf_to_mcore
+
     input_ids, mask = batch
     cases = {name: path for name, path in checkpoints.items() if name != "qwen3_4layers"}
-    results = run_distributed(_run_layouts, 4, [(2, 2, None, False)], cases, input_ids, tmp_path)
-    assert _assert_matches(results, hf_logits, mask) == len(cases) * 2
-    assert _assert_exports_bit_exact(results[0], checkpoints, tmp_path) == len(cases)
+    mcore_dirs = {name: tmp_path / f"mcore_{name}" for name in ("qwen3", "llama_tied")}
+    for name, out in mcore_dirs.items():
+        hf_to_mcore(checkpoints[name], out, tp=2, pp=2)
+    outputs = run_distributed(_world4, 4, cases, mcore_dirs, input_ids, tmp_path)
+    assert _assert_matches([r for r, _ in outputs], hf_logits, mask) == len(cases) * 2
+    assert _assert_exports_bit_exact(outputs[0][0], checkpoints, tmp_path) == len(cases)
+    assert _assert_matches([m for _, m in outputs], hf_logits, mask) == len(mcore_dirs) * 2
