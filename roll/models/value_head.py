@@ -2,8 +2,8 @@
 
 `GPTCriticModel.forward` returns (b, s) values on the last pipeline stage (hidden states elsewhere).
 The head is a (1, hidden) linear layer replicated on every TP rank; its HF name is `score.weight`
-(as in transformers' `*ForTokenClassification` with one label). It starts at zero, so a critic
-freshly made from a causal-LM checkpoint predicts 0 everywhere.
+(as in transformers' `*ForSequenceClassification` with num_labels=1: no bias). It starts at zero,
+so a critic freshly made from a causal-LM checkpoint predicts 0 everywhere.
 """
 
 from typing import Any, Optional
