@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
+
 def batch_tensors(batch) -> dict[str, torch.Tensor]:
     """The tensor dict of a `roll.distributed.batch.Batch` or of a plain mapping of tensors."""
     tensors = getattr(batch, "tensors", batch)

@@ -127,20 +127,3 @@ def assert_metrics_close(
             assert abs(g[key] - e[key]) <= rtol * abs(e[key]) + 1e-7, (
                 f"step {step} {key}: {g[key]} vs {e[key]}"
             )
-
-
-def _pending_platform_fix() -> None:
-    # TEMPORARY (until roll.platform wraps grad clipping with CUDA type names): megatron's
-    # clip_grad_by_total_norm_fp32 asserts param.grad.type() == 'torch.cuda.FloatTensor'.
-    if torch.cuda.is_available():
-        return
-    from megatron.core.optimizer.optimizer import ChainedOptimizer
-
-    from roll.platform import cpu_megatron
-
-    if not getattr(ChainedOptimizer.step, "__roll_clip_fix__", False):
-        ChainedOptimizer.step = cpu_megatron._run_on_cpu(ChainedOptimizer.step, cuda_type_names=True)
-        ChainedOptimizer.step.__roll_clip_fix__ = True
-
-
-_pending_platform_fix()
