@@ -73,7 +73,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     convert = _import_entry_point(CONVERTERS[args.direction])
-    convert(args)
+    try:
+        convert(args)
+    except (ValueError, FileNotFoundError) as err:  # bad layout or paths: one line, no traceback
+        raise CliError(str(err)) from None
     return 0
 
 
