@@ -20,7 +20,7 @@ A role without `worker_config.optimizer` is a frozen reference (no DDP, no optim
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +32,7 @@ from megatron.core.distributed import DistributedDataParallel
 from megatron.core.optimizer_param_scheduler import get_canonical_lr_for_logging
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
+from roll.algorithms.loss_fns import LossFn
 from roll.config.worker import WorkerConfig
 from roll.kernels.logprobs import logprobs_from_logits
 from roll.models.convert import iter_megatron_as_hf, load_hf_into_megatron, save_hf_checkpoint
@@ -51,15 +52,16 @@ from roll.utils.logging import get_logger
 
 logger = get_logger(__name__)
 
-LossFn = Callable[
-    [dict[str, torch.Tensor], dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]
-]
-
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 class MegatronTrainStrategy:
-    """Train / reference / critic model of one role on Megatron-Core (see the module docstring)."""
+    """Train / reference / critic model of one role on Megatron-Core (see the module docstring).
+
+    `seed` seeds torch and megatron's model-parallel RNG tracker; `is_critic` builds the value-head
+    model (compute_values instead of compute_log_probs); `lr_decay_steps` is the total number of
+    optimizer steps, needed by the cosine and linear LR schedules.
+    """
 
     def __init__(
         self,
@@ -185,7 +187,9 @@ class MegatronTrainStrategy:
 
         Metrics: `loss` (mean micro-batch loss over the global batch), the means of `loss_fn`'s
         metrics, `grad_norm` (before clipping), `lr` (of this step) and `skipped` (1.0 when a
-        NaN/inf gradient skipped the update; the weights and the LR schedule are then untouched).
+        NaN/inf loss or gradient on any rank skipped the update; weights, optimizer state and LR
+        schedule are then untouched). `num_micro_batches` overrides worker_config.micro_batch_size;
+        `temperature` is the sampling temperature the log-probs are computed at.
         """
         if self.optimizer is None:
             raise RuntimeError(
@@ -198,7 +202,7 @@ class MegatronTrainStrategy:
         self.optimizer.zero_grad()
         tensors = batch_tensors(batch)
         micro_loss = partial(self._train_micro_loss, loss_fn, temperature)
-        store, _ = self._run(tensors, micro_loss, num_micro_batches, forward_only=False)
+        store = self._run(tensors, micro_loss, num_micro_batches, forward_only=False)
         metrics = self._reduce_metrics(store)
         lr = get_canonical_lr_for_logging(self.optimizer.param_groups)
         # The reduced loss is the same on every rank, so all ranks agree on the branch (the grad
@@ -210,9 +214,7 @@ class MegatronTrainStrategy:
         if success:
             self.scheduler.step(1)
         else:
-            logger.warning(
-                "non-finite loss or gradient (loss=%s): optimizer step skipped", metrics.get("loss")
-            )
+            logger.warning("non-finite loss or gradient (loss=%s): optimizer step skipped", metrics["loss"])
         metrics.update(
             grad_norm=float(grad_norm) if success else math.nan, lr=float(lr), skipped=0.0 if success else 1.0
         )
@@ -254,7 +256,7 @@ class MegatronTrainStrategy:
         for chunk in self.model:
             chunk.eval()
         tensors = batch_tensors(batch)
-        store, width = self._run(tensors, micro_fn, None, forward_only=True)
+        store = self._run(tensors, micro_fn, None, forward_only=True)
         batch_size, seq_len = tensors["input_ids"].shape
         device = current_device()
         results = {}
@@ -309,9 +311,9 @@ class MegatronTrainStrategy:
         micro_fn: Callable,
         num_micro_batches: Optional[int],
         forward_only: bool,
-    ) -> tuple[list[dict[str, torch.Tensor]], int]:
+    ) -> list[dict[str, torch.Tensor]]:
         """Run the pipeline schedule over the micro-batches of `tensors`; returns the last stage's
-        per-micro-batch dicts (empty on other stages) and the trimmed sequence width."""
+        per-micro-batch dicts (empty on other stages)."""
         cfg = self.worker_config
         batch_size = tensors["input_ids"].shape[0]
         micro_batch_size = cfg.micro_batch_size
@@ -339,7 +341,7 @@ class MegatronTrainStrategy:
             micro_batch_size=micro_batch_size,
             forward_only=forward_only,
         )
-        return store, width
+        return store
 
     @staticmethod
     def _forward_step(micro_fn: Callable, data_iterator, model: torch.nn.Module):
@@ -378,7 +380,21 @@ class MegatronTrainStrategy:
         """Restore what `save_checkpoint` wrote (same parallel layout); returns (step, extra)."""
         return megatron_checkpoint.load(self, Path(directory))
 
-    def iter_hf_weights(self):
+    def parallel_info(self) -> dict[str, Any]:
+        """This rank's place in the layout: dp/tp/pp ranks and sizes; `is_output` marks the one rank
+        per DP replica (TP rank 0 of the last PP stage) whose results the driver collects."""
+        tp_rank = parallel_state.get_tensor_model_parallel_rank()
+        pp_rank = parallel_state.get_pipeline_model_parallel_rank()
+        pp_size = parallel_state.get_pipeline_model_parallel_world_size()
+        return {
+            "dp_rank": parallel_state.get_data_parallel_rank(),
+            "dp_size": parallel_state.get_data_parallel_world_size(),
+            "tp_rank": tp_rank,
+            "pp_rank": pp_rank,
+            "is_output": tp_rank == 0 and pp_rank == pp_size - 1,
+        }
+
+    def iter_hf_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(hf_name, full tensor) pairs of this PP stage's weights; a collective over the TP group."""
         return iter_megatron_as_hf(self.modules(), self.hf_config)
 
