@@ -15,6 +15,7 @@ from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.transformer import TransformerConfig
 
 from roll.config.worker import OptimizerConfig as RollOptimizerConfig
+from roll.platform import current_device
 
 
 def wrap_ddp(chunks: list[torch.nn.Module], config: TransformerConfig) -> list[DistributedDataParallel]:
@@ -98,7 +99,6 @@ def grads_are_finite(chunks: list[DistributedDataParallel]) -> bool:
         for chunk in chunks
         for buffer in (*chunk.buffers, *chunk.expert_parallel_buffers)
     )
-    device = chunks[0].buffers[0].grad_data.device if chunks[0].buffers else torch.device("cpu")
-    flag = torch.tensor([0.0 if finite else 1.0], device=device)
+    flag = torch.tensor([0.0 if finite else 1.0], device=current_device())
     torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
     return flag.item() == 0.0

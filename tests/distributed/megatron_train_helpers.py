@@ -12,6 +12,7 @@ import torch
 
 from roll.config.algorithm import AlgorithmConfig
 from roll.config.worker import OptimizerConfig, WorkerConfig
+from roll.distributed.batch import Batch
 
 NUM_LAYERS = 4  # divisible by PP2 x VPP2
 BATCH, SEQ, PROMPT = 4, 12, 4
@@ -99,7 +100,7 @@ def critic_loss():
 
 def train(strategy, batch: dict[str, torch.Tensor], loss_fn, steps: int = STEPS) -> list[dict[str, float]]:
     """`steps` optimizer steps on this rank's share of `batch`."""
-    share = dp_slice(batch, strategy.data_parallel_rank, strategy.data_parallel_size)
+    share = Batch(dp_slice(batch, strategy.data_parallel_rank, strategy.data_parallel_size))
     return [strategy.train_step(share, loss_fn) for _ in range(steps)]
 
 
