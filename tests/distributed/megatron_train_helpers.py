@@ -62,6 +62,7 @@ def worker_config(
     sp: bool = False,
     trainable: bool = True,
     checkpoint_dir: Optional[str] = None,
+    dtype: str = "fp32",
     **optimizer: Any,
 ) -> WorkerConfig:
     opt = {"lr": 1e-3, "grad_clip": 1.0, "weight_decay": 0.01, **optimizer}
@@ -73,7 +74,7 @@ def worker_config(
         sequence_parallel=sp,
         device_mapping=list(range(world)),
         micro_batch_size=1,
-        dtype="fp32",
+        dtype=dtype,
         optimizer=OptimizerConfig(**opt) if trainable else None,
         checkpoint_dir=checkpoint_dir,
     )
