@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         f"output_dir={out}/sft",
         f"actor_train.model_path={out}/base_model",
         f"data.train_path={out}/data/train_sft.jsonl",
+        f"data.val_path={out}/data/val.jsonl",
     ]
     if args.sft_steps:
         sft_overrides.append(f"max_steps={args.sft_steps}")
