@@ -15,6 +15,7 @@ import torch
 from roll.algorithms.losses import kl_penalty
 from roll.algorithms.stats import group_mean_std, masked_mean, whiten
 from roll.config.algorithm import AlgorithmConfig
+from roll.ops import gae
 
 
 def compute_token_level_rewards(
@@ -48,18 +49,8 @@ def compute_gae_advantage_return(
     mask = response_mask.float()
     rewards = _check_like(rewards, mask, "rewards").float()
     values = _check_like(values, mask, "values").float()
-    # Time-major copies make every per-step slice contiguous (about 2x faster than column slices).
-    active, rewards_t, values_t = (x.t().contiguous() for x in (mask > 0, rewards, values))
-    next_value = torch.zeros(mask.shape[0], device=mask.device)
-    last_advantage = torch.zeros_like(next_value)
-    advantages_t = torch.zeros_like(values_t)
-    for t in reversed(_active_columns(mask)):
-        delta = rewards_t[t] + gamma * next_value - values_t[t]
-        last_advantage = torch.where(active[t], delta + gamma * lam * last_advantage, last_advantage)
-        next_value = torch.where(active[t], values_t[t], next_value)
-        advantages_t[t] = last_advantage
-    advantages = advantages_t.t() * mask
-    return advantages, (advantages + values) * mask
+    # The scan runs in roll.ops (C++ on CPU, CUDA on GPU, torch loop as fallback).
+    return gae(rewards, values, mask, gamma, lam)
 
 
 @torch.no_grad()

@@ -19,15 +19,17 @@ def gae_reference(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reverse loop over T in torch; (B, T) float32 in, (advantages, returns) out."""
+    # Time-major copies make every per-step slice contiguous (about 2x faster than column slices).
+    active, rewards_t, values_t = (x.t().contiguous() for x in (mask > 0, rewards, values))
     next_value = values.new_zeros(values.shape[0])
     running = values.new_zeros(values.shape[0])
-    advantages = torch.empty_like(values)
-    for t in reversed(range(values.shape[1])):
-        active = mask[:, t] > 0
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        running = torch.where(active, delta + gamma * lam * running, running)
-        next_value = torch.where(active, values[:, t], next_value)
-        advantages[:, t] = running
+    advantages_t = torch.zeros_like(values_t)
+    for t in reversed(range(values_t.shape[0])):
+        delta = rewards_t[t] + gamma * next_value - values_t[t]
+        running = torch.where(active[t], delta + gamma * lam * running, running)
+        next_value = torch.where(active[t], values_t[t], next_value)
+        advantages_t[t] = running
+    advantages = advantages_t.t()
     return advantages * mask, (advantages + values) * mask
 
 
