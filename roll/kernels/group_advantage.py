@@ -8,7 +8,7 @@ sharing a `group_index` value, any ints in any order), with n, mean and unbiased
 - rloo: s_i minus the mean of the other samples of g = n / (n - 1) * (s_i - mean);
 - reinforce_plus_plus_baseline: s_i - mean (the caller then whitens over the batch's tokens).
 
-Singleton groups give 0. Output is (B, T) float32 = advantage_i * response_mask[i].
+Singleton groups and groups of equal scores give exactly 0. Output is (B, T) float32 = advantage_i * response_mask[i].
 These match `roll.algorithms.advantages` (which owns the batch whitening of REINFORCE++-baseline).
 """
 
@@ -36,9 +36,13 @@ def group_advantage_torch(
     _, inverse = torch.unique(group_index, return_inverse=True)
     num_groups = int(inverse.max()) + 1 if inverse.numel() else 0
     count = torch.zeros(num_groups, device=scores.device).index_add_(0, inverse, torch.ones_like(scores))
-    mean = (torch.zeros_like(count).index_add_(0, inverse, scores) / count)[inverse]
+    # Shift by the group min before summing so a group of equal scores centres to exactly 0:
+    # unshifted, 7 x 0.7 has a mean 1 ulp off, which / (0 + eps) becomes an advantage of 0.056.
+    shift = torch.zeros_like(count).scatter_reduce_(0, inverse, scores, "amin", include_self=False)[inverse]
+    shifted = scores - shift
+    mean = (torch.zeros_like(count).index_add_(0, inverse, shifted) / count)[inverse]
     n = count[inverse]
-    centered = scores - mean
+    centered = shifted - mean
     if estimator == "grpo" and norm_by_std:
         var = torch.zeros_like(count).index_add_(0, inverse, centered**2)[inverse] / (n - 1).clamp(min=1)
         advantage = centered / (var.sqrt() + eps)

@@ -65,6 +65,19 @@ def test_matches_python_loop(backend, estimator, norm_by_std):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("estimator, norm_by_std", CASES)
+def test_group_of_equal_scores_gives_exactly_zero(backend, estimator, norm_by_std):
+    # 0.7 is not a dyadic fraction: a plain mean of 7 copies is off by an ulp, and / eps amplifies it.
+    scores = torch.tensor([0.7] * 7 + [0.1, 0.3])
+    group_index = torch.tensor([5] * 7 + [6, 6])
+    got = group_advantage(
+        scores, torch.ones(9, 2), group_index, estimator, norm_by_std=norm_by_std, backend=backend
+    )
+    assert torch.all(got[:7] == 0)
+    assert torch.all(got[7:] != 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_agrees_with_algorithms_advantages(backend):
     scores, mask, group_index = _batch(seed=1)
     grpo, _ = alg.compute_grpo_outcome_advantage(scores, mask, group_index, norm_by_std=True)
