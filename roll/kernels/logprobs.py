@@ -12,6 +12,8 @@ with a plain-torch reference here and a Triton kernel in `logprobs_triton.py`:
 
 With a TP group the logits are this rank's contiguous vocab shard (rank r holds vocab ids
 [r*V/tp, (r+1)*V/tp)), labels are global ids, and the outputs are identical on every rank.
+Logits must be finite: mask entries with a large negative value (e.g. -1e9), not -inf, which
+would turn 0 * -inf into nan in the entropy terms (as it does in the naive formula).
 """
 
 from __future__ import annotations
