@@ -13,8 +13,9 @@ from typing import Optional
 import torch
 
 from roll.algorithms.losses import kl_penalty
-from roll.algorithms.stats import group_mean_std, masked_mean, whiten
+from roll.algorithms.stats import masked_mean, whiten
 from roll.config.algorithm import AlgorithmConfig
+from roll.kernels.group_advantage import group_advantage
 from roll.ops import gae
 
 
@@ -92,12 +93,7 @@ def compute_grpo_outcome_advantage(
     """
     mask = response_mask.float()
     _check_per_sample(scores, mask)
-    scores = scores.float()
-    mean, std, _ = group_mean_std(scores, group_index)
-    advantage = scores - mean
-    if norm_by_std:
-        advantage = advantage / (std + eps)
-    advantages = advantage[:, None] * mask
+    advantages = group_advantage(scores, mask, group_index, "grpo", norm_by_std=norm_by_std, eps=eps)
     return advantages, advantages
 
 
@@ -108,11 +104,7 @@ def compute_rloo_outcome_advantage(
     """RLOO: score minus the mean score of the other samples of its group; singleton groups give 0."""
     mask = response_mask.float()
     _check_per_sample(scores, mask)
-    scores = scores.float()
-    mean, _, count = group_mean_std(scores, group_index)
-    leave_one_out_mean = (mean * count - scores) / (count - 1).clamp(min=1)
-    advantage = torch.where(count > 1, scores - leave_one_out_mean, torch.zeros_like(scores))
-    advantages = advantage[:, None] * mask
+    advantages = group_advantage(scores, mask, group_index, "rloo")
     return advantages, advantages
 
 
@@ -123,8 +115,7 @@ def compute_reinforce_plus_plus_baseline_advantage(
     """REINFORCE++-baseline: score minus its group mean on every response token, whitened over the batch."""
     mask = response_mask.float()
     _check_per_sample(scores, mask)
-    mean, _, _ = group_mean_std(scores.float(), group_index)
-    advantages = whiten((scores.float() - mean)[:, None] * mask, mask)
+    advantages = whiten(group_advantage(scores, mask, group_index, "reinforce_plus_plus_baseline"), mask)
     return advantages, advantages
 
 

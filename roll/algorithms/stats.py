@@ -37,25 +37,3 @@ def whiten(
     if not shift_mean:
         whitened = whitened + mean
     return whitened * mask
-
-
-def group_mean_std(scores: torch.Tensor, group_index: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per-sample mean, unbiased std and size of the sample's group; all (B,).
-
-    Groups are the samples sharing a `group_index` value (any ints, any order). A singleton group
-    has std 0.
-    """
-    if scores.dim() != 1 or group_index.shape != scores.shape:
-        raise ValueError(
-            f"scores {tuple(scores.shape)} and group_index {tuple(group_index.shape)} must both be (B,)"
-        )
-    _, inverse = torch.unique(group_index, return_inverse=True)
-    num_groups = int(inverse.max()) + 1 if inverse.numel() else 0
-    count = torch.zeros(num_groups, dtype=scores.dtype, device=scores.device).index_add_(
-        0, inverse, torch.ones_like(scores)
-    )
-    total = torch.zeros_like(count).index_add_(0, inverse, scores)
-    mean = (total / count)[inverse]
-    squared = torch.zeros_like(count).index_add_(0, inverse, (scores - mean) ** 2)
-    std = (squared / (count - 1).clamp(min=1)).sqrt()[inverse]
-    return mean, std, count[inverse]

@@ -32,7 +32,7 @@ SPLITS = ("train", "val")
 _PARTITION_SEED = 20240611
 VAL_PAIR_FRACTION = 0.1
 
-QUICKSTART_SIZES = {"train_sft": 20000, "train_rl": 4000, "val": 512}
+QUICKSTART_SIZES = {"train_sft": 128000, "train_rl": 4000, "val": 512}
 QUICKSTART_NOISE_RATE = 0.65
 
 
