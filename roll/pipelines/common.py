@@ -2,7 +2,7 @@
 
 import json
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,8 +12,10 @@ import torch
 from roll.config.pipeline import JobConfig
 from roll.config.worker import WorkerConfig
 from roll.data.io import load_rows
+from roll.data.tokenizer import load_tokenizer
 from roll.distributed.resource_manager import ResourceManager, RolePlacement
 from roll.utils.logging import get_logger
+from roll.utils.tracking import MetricsTracker
 
 logger = get_logger(__name__)
 
@@ -92,3 +94,46 @@ def write_driver_state(directory: Path, state: dict[str, Any]) -> None:
     tmp = directory / (DRIVER_STATE + ".tmp")
     tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
     tmp.replace(directory / DRIVER_STATE)
+
+
+@dataclass
+class JobStart:
+    """What every pipeline sets up before its workers: resume point, tokenizer and datasets."""
+
+    checkpoint: Optional[Path]
+    """Checkpoint directory to resume from, or None."""
+    state: dict[str, Any]
+    """The driver state saved with that checkpoint ({} for a fresh start)."""
+    tokenizer: Any
+    """The HF tokenizer (data.tokenizer_path, else actor_train.model_path)."""
+    train_data: Any
+    """Training dataset, its cursor restored when resuming."""
+    val_data: Any
+    """Held-out dataset (not shuffled); may be empty."""
+
+    @property
+    def start_step(self) -> int:
+        """Steps already done (0 for a fresh start)."""
+        return int(self.state.get("step", 0))
+
+
+def start_job(cfg: JobConfig, resume: bool, dataset_cls: type) -> JobStart:
+    """Seed, find the resume point, load the tokenizer and the train/val splits as `dataset_cls`."""
+    seed_everything(cfg.seed)
+    checkpoint, state = resume_from(cfg, resume)
+    tokenizer = load_tokenizer(cfg.data.tokenizer_path or cfg.actor_train.model_path)
+    train_data = dataset_cls(load_split(cfg.data.train_path, "train"), tokenizer, cfg.data, seed=cfg.seed)
+    val_data = dataset_cls(load_split(cfg.data.val_path, "val"), tokenizer, replace(cfg.data, shuffle=False))
+    if len(train_data) == 0:
+        raise ValueError(f"data.train_path={cfg.data.train_path!r} has no usable rows: {train_data.stats}")
+    if "data" in state:
+        train_data.load_state_dict(state["data"])
+    return JobStart(checkpoint, state, tokenizer, train_data, val_data)
+
+
+def open_tracker(cfg: JobConfig, resume: bool, start_step: int) -> MetricsTracker:
+    """metrics.jsonl + TensorBoard; a resumed run drops what was logged after its checkpoint."""
+    tracker = MetricsTracker(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resume)
+    if resume:
+        tracker.truncate_from(start_step + 1)
+    return tracker

@@ -18,7 +18,6 @@ from roll.algorithms.advantages import compute_advantages
 from roll.algorithms.kl_control import make_kl_controller
 from roll.config.pipeline import JobConfig
 from roll.data.datasets import PromptDataset
-from roll.data.tokenizer import load_tokenizer
 from roll.distributed.batch import Batch
 from roll.distributed.ray_runtime import RayRuntime
 from roll.distributed.worker_group import WorkerGroup
@@ -27,7 +26,7 @@ from roll.pipelines import common
 from roll.pipelines.rollout import MODEL_INPUT_KEYS, generate, make_requests, outputs_to_batch
 from roll.strategies.engine import sampling_params_from_config
 from roll.utils.logging import get_logger
-from roll.utils.tracking import MetricsTracker, PhaseTimer, step_progress
+from roll.utils.tracking import PhaseTimer, step_progress
 from workers.actor import ActorWorker, CriticWorker
 from workers.infer import InferWorker
 from workers.reward import RewardWorker
@@ -40,23 +39,9 @@ class RLVRPipeline:
 
     def __init__(self, cfg: JobConfig, *, resume: bool = False) -> None:
         self.cfg = cfg
-        common.seed_everything(cfg.seed)
-        checkpoint, state = common.resume_from(cfg, resume)
-        self.start_step = int(state.get("step", 0))
-
-        self.tokenizer = load_tokenizer(cfg.data.tokenizer_path or cfg.actor_train.model_path)
-        self.train_data = PromptDataset(
-            common.load_split(cfg.data.train_path, "train"), self.tokenizer, cfg.data, seed=cfg.seed
-        )
-        self.val_data = PromptDataset(
-            common.load_split(cfg.data.val_path, "val"), self.tokenizer, replace(cfg.data, shuffle=False)
-        )
-        if len(self.train_data) == 0:
-            raise ValueError(
-                f"data.train_path={cfg.data.train_path!r} has no usable rows: {self.train_data.stats}"
-            )
-        if "data" in state:
-            self.train_data.load_state_dict(state["data"])
+        job = common.start_job(cfg, resume, PromptDataset)
+        checkpoint, state, self.start_step = job.checkpoint, job.state, job.start_step
+        self.tokenizer, self.train_data, self.val_data = job.tokenizer, job.train_data, job.val_data
         self.kl_ctl = make_kl_controller(cfg.algorithm)
         if "kl_coef" in state:
             self.kl_ctl.value = float(state["kl_coef"])
@@ -118,9 +103,7 @@ class RLVRPipeline:
         self.reward = WorkerGroup("reward", RewardWorker, cfg.reward, None, [0])
         if checkpoint is not None:
             self.sync_weights()
-        self.tracker = MetricsTracker(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resume)
-        if resume:
-            self.tracker.truncate_from(self.start_step + 1)
+        self.tracker = common.open_tracker(cfg, resume, self.start_step)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, Any]:

@@ -7,13 +7,11 @@ exported as an HF checkpoint in `<output_dir>/hf_model` (the next pipeline's `mo
     roll train configs/quickstart/sft.yaml [key=value ...] [--resume]
 """
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from roll.config.pipeline import JobConfig
 from roll.data.datasets import SFTDataset, collate_sft
-from roll.data.tokenizer import load_tokenizer
 from roll.distributed.batch import Batch
 from roll.distributed.ray_runtime import RayRuntime
 from roll.distributed.worker_group import WorkerGroup
@@ -21,7 +19,7 @@ from roll.ops import balanced_partition, sequence_workload
 from roll.pipelines import common
 from roll.pipelines.rollout import MODEL_INPUT_KEYS
 from roll.utils.logging import get_logger
-from roll.utils.tracking import MetricsTracker, PhaseTimer, step_progress
+from roll.utils.tracking import PhaseTimer, step_progress
 from workers.actor import ActorWorker
 
 logger = get_logger(__name__)
@@ -32,22 +30,9 @@ class SFTPipeline:
 
     def __init__(self, cfg: JobConfig, *, resume: bool = False) -> None:
         self.cfg = cfg
-        common.seed_everything(cfg.seed)
-        checkpoint, state = common.resume_from(cfg, resume)
-        self.start_step = int(state.get("step", 0))
-        self.tokenizer = load_tokenizer(cfg.data.tokenizer_path or cfg.actor_train.model_path)
-        self.train_data = SFTDataset(
-            common.load_split(cfg.data.train_path, "train"), self.tokenizer, cfg.data, seed=cfg.seed
-        )
-        self.val_data = SFTDataset(
-            common.load_split(cfg.data.val_path, "val"), self.tokenizer, replace(cfg.data, shuffle=False)
-        )
-        if len(self.train_data) == 0:
-            raise ValueError(
-                f"data.train_path={cfg.data.train_path!r} has no usable rows: {self.train_data.stats}"
-            )
-        if "data" in state:
-            self.train_data.load_state_dict(state["data"])
+        job = common.start_job(cfg, resume, SFTDataset)
+        checkpoint, self.start_step = job.checkpoint, job.start_step
+        self.tokenizer, self.train_data, self.val_data = job.tokenizer, job.train_data, job.val_data
         self.resources = common.make_resource_manager({"actor_train": cfg.actor_train})
         self.actor_train = WorkerGroup(
             "actor_train",
@@ -59,9 +44,7 @@ class SFTPipeline:
             seed=cfg.seed,
             lr_decay_steps=cfg.max_steps,
         )
-        self.tracker = MetricsTracker(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resume)
-        if resume:
-            self.tracker.truncate_from(self.start_step + 1)
+        self.tracker = common.open_tracker(cfg, resume, self.start_step)
 
     def run(self) -> dict[str, Any]:
         """Train for cfg.max_steps, export the HF model; returns {"val_nll", "hf_model", "last_metrics"}."""
