@@ -26,7 +26,7 @@ from roll.pipelines import common
 from roll.pipelines.rollout import MODEL_INPUT_KEYS, generate, make_requests, outputs_to_batch
 from roll.strategies.engine import sampling_params_from_config
 from roll.utils.logging import get_logger
-from roll.utils.tracking import PhaseTimer, step_progress
+from roll.utils.tracking import PhaseTimer, phase_progress, step_progress
 from workers.actor import ActorWorker, CriticWorker
 from workers.infer import InferWorker
 from workers.reward import RewardWorker
@@ -132,7 +132,8 @@ class RLVRPipeline:
     def step(self, step: int) -> dict[str, Any]:
         """One RL step; returns its metrics."""
         cfg, algo = self.cfg, self.cfg.algorithm
-        timer = PhaseTimer()
+        bar = phase_progress(None, "rollout", unit="phase")
+        timer = PhaseTimer(bar)
         with timer.phase("rollout"):
             items = self.train_data.next_batch(cfg.rollout_batch_size)
             outputs = generate(self.actor_infer, make_requests(items, self.sampling, f"train{step}"))
@@ -187,6 +188,7 @@ class RLVRPipeline:
         metrics.update(balance)
         metrics["kl_coef"] = self.kl_ctl.value
         metrics.update(timer.metrics())
+        bar.close()
         metrics["throughput/tokens_per_s"] = metrics["response_length/sum"] / max(
             metrics["time/rollout"], 1e-9
         )

@@ -194,10 +194,12 @@ class PhaseTimer:
     """Wall time per phase of one step: `time/<phase>` (summed over repeats) and `time/step`.
 
     `time/step` runs from construction (or the last `reset`) to `metrics()`; nested phases each
-    count their own full duration, so phases need not add up to the step.
+    count their own full duration, so phases need not add up to the step. With a `bar` (see
+    `phase_progress`), the bar names the running phase and advances as each one ends.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, bar: Optional[tqdm] = None) -> None:
+        self.bar = bar
         self.reset()
 
     def reset(self) -> None:
@@ -211,10 +213,14 @@ class PhaseTimer:
         if not name or name == "step":
             raise ValueError(f"phase name {name!r} is invalid: give a non-empty name other than 'step'")
         start = time.perf_counter()
+        if self.bar is not None:
+            self.bar.set_description_str(name, refresh=True)
         try:
             yield
         finally:
             self._totals[name] += time.perf_counter() - start
+            if self.bar is not None:
+                self.bar.update(1)
 
     def metrics(self) -> dict[str, float]:
         """`{"time/<phase>": seconds, ..., "time/step": seconds since the step started}`."""

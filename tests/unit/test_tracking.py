@@ -227,3 +227,16 @@ def test_step_bar_shows_postfix_metrics_on_stderr(monkeypatch, capsys):
     with step_progress(4) as bar:
         bar.advance({"reward/mean": 1.0})
     assert capsys.readouterr().err == ""
+
+
+def test_phase_timer_drives_a_phase_bar(monkeypatch, capsys):
+    monkeypatch.setenv("ROLL_PROGRESS", "1")
+    with phase_progress(None, "start", unit="phase") as bar:
+        timer = PhaseTimer(bar)
+        with timer.phase("rollout"):
+            assert bar.desc == "rollout" and bar.n == 0
+        with timer.phase("reward"):
+            assert bar.desc == "reward" and bar.n == 1
+        assert bar.n == 2
+    assert set(timer.metrics()) == {"time/rollout", "time/reward", "time/step"}
+    assert "reward" in capsys.readouterr().err
