@@ -17,6 +17,7 @@ import numpy as np
 from roll.algorithms.advantages import compute_advantages
 from roll.algorithms.kl_control import make_kl_controller
 from roll.config.pipeline import JobConfig
+from roll.config.worker import WorkerConfig
 from roll.data.datasets import PromptDataset
 from roll.distributed.batch import Batch
 from roll.distributed.ray_runtime import RayRuntime
@@ -55,7 +56,10 @@ class RLVRPipeline:
             cfg.max_steps * cfg.algorithm.ppo_epochs * (responses // cfg.algorithm.mini_batch_size)
         )
 
-        roles = {"actor_train": cfg.actor_train, "actor_infer": cfg.actor_infer}
+        roles: dict[str, Optional[WorkerConfig]] = {
+            "actor_train": cfg.actor_train,
+            "actor_infer": cfg.actor_infer,
+        }
         roles.update(reference=cfg.reference, critic=cfg.critic)
         self.resources = common.make_resource_manager(roles)
         algo, seed = cfg.algorithm, cfg.seed
@@ -161,12 +165,12 @@ class RLVRPipeline:
         with timer.phase("advantages"):
             result = compute_advantages(
                 algo,
-                scores=batch["scores"],
-                response_mask=batch["response_mask"],
-                group_index=batch["group_index"],
-                values=batch["values"] if "values" in batch else None,
-                old_log_probs=batch["old_log_probs"],
-                ref_log_probs=batch["ref_log_probs"] if "ref_log_probs" in batch else None,
+                scores=batch.scores,
+                response_mask=batch.response_mask,
+                group_index=batch.tensors["group_index"],
+                values=batch.values if "values" in batch else None,
+                old_log_probs=batch.old_log_probs,
+                ref_log_probs=batch.ref_log_probs if "ref_log_probs" in batch else None,
                 kl_coef=self.kl_ctl.value,
             )
             batch["advantages"], batch["returns"] = result.advantages, result.returns
@@ -240,13 +244,13 @@ class RLVRPipeline:
         return {
             "val/reward_mean": float(scores.mean()),
             "val/accuracy": float((scores >= full - 1e-6).float().mean()),
-            "val/response_length": float(batch["response_lengths"].float().mean()),
+            "val/response_length": float(batch.tensors["response_lengths"].float().mean()),
         }
 
     def rollout_metrics(self, batch: Batch, reward_metrics: dict[str, float]) -> dict[str, float]:
         """Reward, response length and truncation statistics of this step's rollouts."""
         scores = batch["scores"]
-        lengths = batch["response_lengths"].float()
+        lengths = batch.tensors["response_lengths"].float()
         finish = batch["finish_reason"]
         metrics = {
             "reward/mean": float(scores.mean()),
