@@ -21,7 +21,14 @@ def _roll(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_validate_prints_resolved_yaml_with_overrides():
-    result = _roll("train", GRPO, "actor_train.micro_batch_size=4", "generation.num_samples=4", "--validate")
+    result = _roll(
+        "train",
+        GRPO,
+        "actor_train.micro_batch_size=4",
+        "generation.num_samples=4",
+        "algorithm.mini_batch_size=32",
+        "--validate",
+    )
     assert result.returncode == 0, result.stderr
     printed = yaml.safe_load(result.stdout)
     assert printed["actor_train"]["micro_batch_size"] == 4
@@ -60,7 +67,10 @@ def test_plan_prints_each_role():
 
 
 def test_format_plan_counts_optimizer_steps():
-    cfg = load_config(str(REPO / GRPO), ["rollout_batch_size=16", "algorithm.mini_batch_size=32"])
+    cfg = load_config(
+        str(REPO / GRPO),
+        ["rollout_batch_size=16", "algorithm.mini_batch_size=32", "actor_train.micro_batch_size=8"],
+    )
     # 16 prompts x 8 samples = 128 responses in mini-batches of 32.
     assert "128 responses, 4 optimizer step(s) of 32 responses" in format_plan(cfg)
 
