@@ -147,7 +147,7 @@ class RLVRPipeline:
             batch["scores"] = rewarded["scores"]
         shards, balance = self.dp_shards(batch, self.actor_train.dp_size)
         model_inputs = batch.select_keys(MODEL_INPUT_KEYS)
-        temperature = max(cfg.generation.temperature, 1e-6)
+        temperature = self.logprob_temperature
         if self.reference is not None:
             with timer.phase("reference"):
                 ref = self.reference.dispatch_dp(
@@ -209,9 +209,15 @@ class RLVRPipeline:
             mini_batch_size=per_rank, epochs=algo.ppo_epochs, seed=self.cfg.seed + step
         )
         if not critic:
-            kwargs.update(kl_coef=self.kl_ctl.value, temperature=max(self.cfg.generation.temperature, 1e-6))
+            kwargs.update(kl_coef=self.kl_ctl.value, temperature=self.logprob_temperature)
         results = group.dispatch_dp("train", batch, shards=shards, collect=False, **kwargs)
         return results[0]
+
+    @property
+    def logprob_temperature(self) -> float:
+        """Temperature the trainer scales logits by: the sampling one (greedy sampling = unscaled),
+        matching the engine's log-prob convention (roll/strategies/engine.py)."""
+        return self.cfg.generation.temperature or 1.0
 
     def dp_shards(self, batch: Batch, dp: int) -> tuple[Optional[list[list[int]]], dict[str, float]]:
         """Balance sequences over DP ranks by workload (Karmarkar-Karp); metrics before/after."""
