@@ -83,7 +83,7 @@ def _convert(args: argparse.Namespace) -> int:
 def format_plan(cfg: JobConfig) -> str:
     """A table of every role the pipeline starts: devices and TP/PP/CP/EP/DP sizes, then batch sizes."""
     header = ("role", "strategy", "devices", "n", "TP", "PP", "VPP", "CP", "EP", "DP", "micro")
-    rows = [header]
+    rows: list[tuple[object, ...]] = [header]
     for role, worker, _ in roles_in_use(cfg):
         devices = ",".join(str(r) for r in format_device_ranges(worker.device_mapping))
         rows.append(

@@ -6,7 +6,7 @@ tensors from the Batch. The loss is that micro-batch's scalar; metrics are detac
 """
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -43,7 +43,7 @@ def make_actor_loss_fn(cfg: AlgorithmConfig, kl_coef_getter: Optional[Callable[[
         mask = _require(micro, "response_mask", "micro").float()
         old_log_probs = _require(micro, "old_log_probs", "micro").float()
         advantages = _require(micro, "advantages", "micro").float()
-        policy_kwargs = {
+        policy_kwargs: dict[str, Any] = {
             "clip_ratio_low": cfg.clip_ratio_low,
             "clip_ratio_high": cfg.clip_ratio_high,
             "loss_agg_mode": cfg.loss_agg_mode,

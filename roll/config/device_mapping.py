@@ -49,7 +49,7 @@ def format_device_ranges(devices: list[int]) -> list[int | str]:
     ranges: list[int | str] = []
     start = prev = None
     for device in [*devices, None]:
-        if start is not None and device == prev + 1:
+        if prev is not None and device == prev + 1:
             prev = device
             continue
         if start is not None:

@@ -26,16 +26,19 @@ END_MARKER = "<!-- END KEY REFERENCE -->"
 def field_docs(cls: type) -> dict[str, str]:
     """Map each field of dataclass `cls` to the string literal right below its annotation ('' if none)."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
+    class_def = tree.body[0]
+    assert isinstance(class_def, ast.ClassDef), f"{cls!r} is not a class"
+    body = class_def.body
     docs: dict[str, str] = {}
     for node, following in zip(body, [*body[1:], None]):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            is_doc = (
-                isinstance(following, ast.Expr)
+            docs[node.target.id] = (
+                following.value.value.strip()
+                if isinstance(following, ast.Expr)
                 and isinstance(following.value, ast.Constant)
                 and isinstance(following.value.value, str)
+                else ""
             )
-            docs[node.target.id] = following.value.value.strip() if is_doc else ""
     return {f.name: docs.get(f.name, "") for f in dataclasses.fields(cls)}
 
 
@@ -92,7 +95,7 @@ def replace_reference(readme_text: str) -> str:
 def _nested_dataclass(tp: typing.Any) -> type | None:
     candidates = [tp, *typing.get_args(tp)]
     for candidate in candidates:
-        if dataclasses.is_dataclass(candidate):
+        if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
             return candidate
     return None
 
@@ -108,7 +111,7 @@ def _type_name(tp: typing.Any) -> str:
 
 
 def _default_text(f: dataclasses.Field) -> str:
-    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     if dataclasses.is_dataclass(value):
         return "see its table"
     if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):

@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -37,7 +37,7 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> JobConfig:
     for override in overrides:
         _apply_override(raw, override)
     try:
-        data = OmegaConf.to_container(raw, resolve=True)
+        data = cast(dict[str, Any], OmegaConf.to_container(raw, resolve=True))  # a DictConfig gives a dict
     except OmegaConfBaseException as err:
         raise ConfigError(f"{path}: cannot resolve an interpolation: {_first_line(err)}") from None
     cfg = build_config(data)
@@ -90,7 +90,8 @@ def _apply_override(raw: DictConfig, override: str) -> None:
         raise ConfigError(f"override {override!r} is not key=value; write e.g. actor_train.tensor_parallel=2")
     try:
         # Parse the value with OmegaConf's YAML rules (1e-6 is a float, [0, "2-3"] a list).
-        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]))["value"]
+        parsed = cast(dict[str, Any], OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"])))
+        value = parsed["value"]
         OmegaConf.update(raw, key, value, merge=True)
     except OmegaConfBaseException as err:
         raise ConfigError(f"override {override!r} cannot be applied: {_first_line(err)}") from None
@@ -130,7 +131,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return _coerce(inner, value, path)
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(
                 f"{path}={value!r} must be a mapping of {tp.__name__} keys (or null if optional)"
@@ -176,11 +177,11 @@ def _coerce_scalar(tp: type, value: Any, path: str) -> Any:
 
 def _dataclass_in(tp: Any) -> type | None:
     """The dataclass type of a field typed `X` or `Optional[X]`, else None."""
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp
     if typing.get_origin(tp) in (Union, types.UnionType):
         for arg in typing.get_args(tp):
-            if dataclasses.is_dataclass(arg):
+            if isinstance(arg, type) and dataclasses.is_dataclass(arg):
                 return arg
     return None
 
@@ -192,7 +193,7 @@ def _merge_onto_default(field: dataclasses.Field, value: Mapping[str, Any]) -> d
         default = field.default_factory()
     else:
         default = field.default
-    if not dataclasses.is_dataclass(default):
+    if not dataclasses.is_dataclass(default) or isinstance(default, type):
         return dict(value)
     return _deep_merge(dataclasses.asdict(default), value)
 

@@ -98,7 +98,7 @@ def write_quickstart_data(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Distinct seeds per file so RL prompts are not the SFT rows replayed in the same order.
-    specs = {
+    specs: dict[str, dict[str, Any]] = {
         "train_sft": dict(split="train", noise_rate=noise_rate, seed=seed),
         "train_rl": dict(split="train", noise_rate=0.0, seed=seed + 1),
         "val": dict(split="val", noise_rate=0.0, seed=seed + 2),

@@ -275,15 +275,15 @@ class Batch:
         if len(self) != len(other) and self.keys() and other.keys():
             raise ValueError(f"Batch.union: batch sizes differ ({len(self)} vs {len(other)})")
         tensors = dict(self.tensors)
-        for key, value in other.tensors.items():
-            if key in self.non_tensors or (key in tensors and not _tensors_equal(tensors[key], value)):
+        for key, tensor in other.tensors.items():
+            if key in self.non_tensors or (key in tensors and not _tensors_equal(tensors[key], tensor)):
                 raise ValueError(f"Batch.union: field {key!r} is in both batches with different values")
-            tensors[key] = value
+            tensors[key] = tensor
         non_tensors = dict(self.non_tensors)
-        for key, value in other.non_tensors.items():
-            if key in self.tensors or (key in non_tensors and not _objects_equal(non_tensors[key], value)):
+        for key, array in other.non_tensors.items():
+            if key in self.tensors or (key in non_tensors and not _objects_equal(non_tensors[key], array)):
                 raise ValueError(f"Batch.union: field {key!r} is in both batches with different values")
-            non_tensors[key] = value
+            non_tensors[key] = array
         meta = dict(self.meta)
         for key, value in other.meta.items():
             if key in meta and not _values_equal(meta[key], value):

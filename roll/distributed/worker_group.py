@@ -50,7 +50,7 @@ class WorkerGroup:
 
         self.role = role
         self.world_size = len(devices)
-        remote_cls = ray.remote(worker_cls)
+        remote_cls: Any = ray.remote(worker_cls)
 
         def options(device: int) -> dict[str, Any]:
             return resources.actor_options(device) if resources is not None else {"num_cpus": 0}

@@ -52,7 +52,8 @@ def merge_stats(
 
 def _tile_buffers(rows: int, cols: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     # Two fp32 scratch tiles reused across the loop: no fresh allocation (and page faults) per tile.
-    return tuple(torch.empty(rows * cols, dtype=torch.float32, device=device) for _ in range(2))
+    first = torch.empty(rows * cols, dtype=torch.float32, device=device)
+    return first, torch.empty_like(first)
 
 
 def shard_stats_torch(
@@ -68,7 +69,7 @@ def shard_stats_torch(
     shifted_buf, exp_buf = _tile_buffers(rows, vchunk, logits.device)
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
-        acc = None
+        acc: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         for c0 in range(0, v, vchunk):
             tile = logits[r0:r1, c0 : c0 + vchunk]
             shifted = shifted_buf[: tile.numel()].view(tile.shape)
@@ -82,6 +83,7 @@ def shard_stats_torch(
             sc = exp.sum(dim=-1)
             wc = shifted.mul_(exp).sum(dim=-1)  # a batched dot (bmm) is ~10x slower on CPU
             acc = (mc, sc, wc) if acc is None else merge_stats(*acc, mc, sc, wc)
+        assert acc is not None, "the vocab loop runs at least once (V >= 1)"
         m[r0:r1], s[r0:r1], w[r0:r1] = acc
     valid = local_labels >= 0
     rows_idx = valid.nonzero().squeeze(-1)

@@ -16,7 +16,7 @@ import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -50,7 +50,7 @@ logger = get_logger(__name__)
 def unwrap_model(chunk: torch.nn.Module) -> torch.nn.Module:
     """The GPTModel inside DDP / Float16Module wrappers."""
     while hasattr(chunk, "module"):
-        chunk = chunk.module
+        chunk = cast(torch.nn.Module, chunk.module)
     return chunk
 
 
@@ -62,7 +62,8 @@ def _is_critic(model: torch.nn.Module) -> bool:
 
 def _chunk_mappings(model: torch.nn.Module, hf_config: dict[str, Any]) -> Iterator[tuple[ParamMapping, Any]]:
     """(mapping, parameter) for every parameter of one unwrapped GPTModel chunk."""
-    layer_to_hf = {i: layer.layer_number - 1 for i, layer in enumerate(model.decoder.layers)}
+    decoder: Any = model.decoder  # megatron's TransformerBlock; torch types Module attributes loosely
+    layer_to_hf = {i: layer.layer_number - 1 for i, layer in enumerate(decoder.layers)}
     critic = _is_critic(model)
     for name, param in model.named_parameters():
         yield map_param(name, hf_config, layer_to_hf, is_critic=critic), param

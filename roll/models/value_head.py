@@ -22,7 +22,7 @@ class ValueHead(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.zeros(1, config.hidden_size, dtype=config.params_dtype))
         # Under SP each TP rank sees its own sequence slice: the weight grads are partial sums that
         # megatron's finalize_model_grads all-reduces over TP for params marked sequence_parallel.
-        self.weight.sequence_parallel = config.sequence_parallel
+        self.weight.sequence_parallel = config.sequence_parallel  # type: ignore[attr-defined]
 
     def forward(
         self, hidden: torch.Tensor, weight: Optional[torch.Tensor] = None, runtime_gather_output: Any = None

@@ -84,7 +84,7 @@ def _run_on_cpu(fn: Callable, cuda_type_names: bool = False) -> Callable:
         with _CpuDeviceMode(cuda_type_names=cuda_type_names):
             return fn(*args, **kwargs)
 
-    wrapper.__roll_cpu_wrapped__ = True
+    wrapper.__roll_cpu_wrapped__ = True  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -125,19 +125,21 @@ def _patch_torch_cuda() -> None:
     def set_rng_state(new_state: torch.Tensor, device: Any = "cuda", graph_safe: bool = False) -> None:
         torch.set_rng_state(new_state)
 
-    for module in (torch.cuda, torch.cuda.random):
+    # Typed as Any: the CPU stand-ins deliberately differ from torch.cuda's signatures and types.
+    cuda: Any = torch.cuda
+    for module in (cuda, cuda.random):
         module.manual_seed = manual_seed
         module.manual_seed_all = manual_seed
         module.get_rng_state = get_rng_state
         module.set_rng_state = set_rng_state
-    torch.cuda.current_device = lambda: "cpu"
-    torch.cuda.synchronize = lambda device=None: None
-    torch.cuda.empty_cache = lambda: None
-    torch.cuda.Stream = _NoOpStream
-    torch.cuda.Event = _NoOpStream
-    torch.cuda.current_stream = lambda device=None: _NoOpStream()
-    torch.cuda.default_stream = lambda device=None: _NoOpStream()
-    torch.cuda.stream = lambda stream=None: contextlib.nullcontext()
+    cuda.current_device = lambda: "cpu"
+    cuda.synchronize = lambda device=None: None
+    cuda.empty_cache = lambda: None
+    cuda.Stream = _NoOpStream
+    cuda.Event = _NoOpStream
+    cuda.current_stream = lambda device=None: _NoOpStream()
+    cuda.default_stream = lambda device=None: _NoOpStream()
+    cuda.stream = lambda stream=None: contextlib.nullcontext()
     mcore_random._set_cuda_rng_state = set_rng_state
     # The tracker warns when the CPU RNG moves inside a fork; here the "CUDA" RNG is the CPU RNG,
     # so every random op inside a fork would warn although the fork restores the state correctly.

@@ -76,12 +76,18 @@ class _ScoringWorker:
             self.stop()
             raise
 
+    @property
+    def connection(self) -> Connection:
+        """The pipe to the running process; a worker with pending calls always has one."""
+        assert self.conn is not None, "scoring worker is not started"
+        return self.conn
+
     def submit(self, calls: list[Call], positions: list[tuple[int, int]], timeout_s: float) -> None:
         if self.process is None or self.process.poll() is not None:
             self.stop()  # a worker that died between batches leaves a stale connection behind
             self.start()
         self.pending = deque(positions)
-        self.conn.send(calls)
+        self.connection.send(calls)
         self.deadline = time.monotonic() + timeout_s
 
     def stop(self) -> None:
@@ -171,11 +177,11 @@ class RewardComputer:
             submit(worker, [positions[j] for j in shard])
         while busy := [w for w in self._workers if w.pending]:
             next_deadline = min(w.deadline for w in busy)
-            wait([w.conn for w in busy], timeout=max(0.0, next_deadline - time.monotonic()))
+            wait([w.connection for w in busy], timeout=max(0.0, next_deadline - time.monotonic()))
             for worker in busy:
-                if worker.conn.poll():
+                if worker.connection.poll():
                     try:
-                        value, error = worker.conn.recv()
+                        value, error = worker.connection.recv()
                     except (EOFError, OSError):
                         first_error = first_error or "reward worker process died"
                         replace(worker, "errors")

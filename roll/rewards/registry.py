@@ -7,7 +7,7 @@ in a worker process). The bundled functions register on import of `roll.rewards`
 
 import difflib
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar, cast
 
 
 class RewardFn(Protocol):
@@ -17,17 +17,20 @@ class RewardFn(Protocol):
 
 
 _REGISTRY: dict[str, RewardFn] = {}
+# A concrete reward names its own keyword options (`pattern=...`) instead of taking **kwargs, which
+# the RewardFn protocol cannot express; the decorator keeps the function's own signature.
+_F = TypeVar("_F", bound=Callable[..., float])
 
 
-def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
+def register_reward(name: str) -> Callable[[_F], _F]:
     """Decorator registering `fn` under `name`; a second registration of the same name is an error."""
 
-    def decorator(fn: RewardFn) -> RewardFn:
+    def decorator(fn: _F) -> _F:
         if name in _REGISTRY and _REGISTRY[name] is not fn:
             raise ValueError(
                 f"reward function {name!r} is already registered ({_REGISTRY[name]!r}); pick another name"
             )
-        _REGISTRY[name] = fn
+        _REGISTRY[name] = cast(RewardFn, fn)
         return fn
 
     return decorator

@@ -45,7 +45,7 @@ def parse_countdown_spec(answer: Any) -> tuple[int, list[int]]:
         raise ValueError(
             f"countdown answer {answer!r} must be a dict with 'target' and 'numbers' (or 'nums')"
         )
-    numbers = spec.get("numbers", spec.get("nums"))
+    numbers = spec["numbers"] if "numbers" in spec else spec["nums"]
     return int(spec["target"]), [int(n) for n in numbers]
 
 

@@ -368,6 +368,7 @@ class MegatronTrainStrategy:
             src=parallel_state.get_pipeline_model_parallel_last_rank(),
             group=parallel_state.get_pipeline_model_parallel_group(),
         )
+        assert shared[0] is not None, "the last pipeline stage broadcasts its metrics"
         return shared[0]
 
     # ---- checkpoints and weights ----------------------------------------------------------------

@@ -50,6 +50,11 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     finish_reason: FinishReason | None = None
 
+    def final_reason(self) -> FinishReason:
+        """Why the row stopped; the decode loop returns only once every row has a reason."""
+        assert self.finish_reason is not None, "row is still decoding"
+        return self.finish_reason
+
 
 class NativeEngine:
     """RolloutEngine on a NativeCausalLM loaded from an HF checkpoint directory."""
@@ -193,7 +198,7 @@ class NativeEngine:
                     GeneratedSample(
                         token_ids=row.tokens,
                         logprobs=row.logprobs if r.sampling.return_logprobs else [],
-                        finish_reason=row.finish_reason,
+                        finish_reason=row.final_reason(),
                     )
                     for row in rows
                     if row.request == i

@@ -33,12 +33,15 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from tqdm import tqdm
 
 from roll.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 logger = get_logger(__name__)
 
@@ -120,7 +123,7 @@ class MetricsTracker:
             logger.warning("starting a fresh run: overwriting %s (pass resume=True to keep it)", self.path)
         if not resume:
             open(self.path, "w").close()
-        self._writer = None
+        self._writer: Optional[SummaryWriter] = None
         # The step from which TensorBoard hides older events when the writer opens (0: a fresh run).
         self._purge_step: Optional[int] = None if resume else 0
         self._truncated = not resume
@@ -170,7 +173,7 @@ class MetricsTracker:
                 writer.add_scalar(key, value, global_step=step)
             writer.flush()
 
-    def _tensorboard_writer(self):
+    def _tensorboard_writer(self) -> "SummaryWriter":
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
