@@ -20,9 +20,10 @@ setup:  ## create .venv and install ROLL (idempotent)
 test:  ## lint + the default test suite (CPU; slow and gpu tests skipped)
 	bash tests/run.sh $(ARGS)
 
-lint:  ## ruff check and ruff format --check
+lint:  ## ruff check, ruff format --check and mypy on roll/ and workers/
 	$(RUFF) check $(LINT_PATHS)
 	$(RUFF) format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy roll workers
 
 format:  ## apply ruff format and the safe ruff fixes
 	$(RUFF) format $(LINT_PATHS)

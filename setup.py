@@ -108,6 +108,7 @@ setup(
             "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "ruff>=0.6",
+            "mypy>=1.10",
         ],
         # GPU clusters only: never install these on CPU machines (transformer-engine breaks
         # `import megatron.core` there, and sglang has no CPU engine).

@@ -15,5 +15,7 @@ LINT_PATHS=(roll workers tests launch bench setup.py)
 echo "[lint] ruff check + ruff format --check"
 ruff check "${LINT_PATHS[@]}"
 ruff format --check "${LINT_PATHS[@]}"
+echo "[types] mypy roll workers"
+mypy roll workers
 echo "[test] pytest"
 python -m pytest -q "$@"
