@@ -3,6 +3,16 @@
 `loss_fn(outputs, micro) -> (loss, metrics)`: `outputs` holds the model's per-token `log_probs` and
 `entropy` (actor) or `values` (critic), (b, S) aligned with input_ids; `micro` holds the micro-batch's
 tensors from the Batch. The loss is that micro-batch's scalar; metrics are detached scalars.
+
+Exact aggregation over micro-batches and data-parallel ranks: when `micro` carries the whole
+mini-batch's counts (GLOBAL_TOKEN_COUNT, GLOBAL_SEQ_COUNT, GLOBAL_HORIZON; the training strategy
+adds them) and LOSS_SCALE, every aggregated term is this micro-batch's share of the whole mini-batch's
+aggregate (`agg_loss` with `GlobalCounts`) times LOSS_SCALE. The strategy's LOSS_SCALE is what the
+gradient is later divided by (number of micro-batches x data-parallel size), so the optimised
+objective is the loss aggregated over the whole mini-batch in one piece, and the mean of the loss
+(and of pg_loss, kl_loss, entropy, vf_loss, vpred_mean, nll) over micro-batches and ranks is that
+whole-mini-batch value. Clip fractions, ppo_kl and ppl_token_mean stay per-micro-batch means.
+Without the counts, each micro-batch is aggregated on its own (the driver's and the tests' use).
 """
 
 from collections.abc import Callable
@@ -11,6 +21,7 @@ from typing import Any, Optional
 import torch
 
 from roll.algorithms.losses import (
+    GlobalCounts,
     agg_loss,
     cispo_policy_loss,
     gspo_policy_loss,
@@ -23,6 +34,25 @@ from roll.config.algorithm import AlgorithmConfig
 LossFn = Callable[
     [dict[str, torch.Tensor], dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]
 ]
+
+GLOBAL_TOKEN_COUNT = "global_token_count"
+"""micro key: () response tokens in the whole mini-batch (all micro-batches on all DP ranks)."""
+GLOBAL_SEQ_COUNT = "global_seq_count"
+"""micro key: () sequences of the whole mini-batch with at least one response token."""
+GLOBAL_HORIZON = "global_horizon"
+"""micro key: () padded width S of the whole mini-batch (seq-mean-token-sum-norm's horizon)."""
+LOSS_SCALE = "loss_scale"
+"""micro key: () factor the strategy later divides the gradient by (micro-batches x DP size)."""
+
+
+def global_aggregation(micro: dict[str, torch.Tensor]) -> tuple[Optional[GlobalCounts], torch.Tensor | float]:
+    """(GlobalCounts, loss scale) from the whole-mini-batch keys of `micro`; (None, 1.0) without them."""
+    if GLOBAL_TOKEN_COUNT not in micro:
+        return None, 1.0
+    counts = GlobalCounts(
+        tokens=micro[GLOBAL_TOKEN_COUNT], seqs=micro[GLOBAL_SEQ_COUNT], horizon=micro[GLOBAL_HORIZON]
+    )
+    return counts, _require(micro, LOSS_SCALE, "micro")
 
 
 def make_actor_loss_fn(cfg: AlgorithmConfig, kl_coef_getter: Optional[Callable[[], float]] = None) -> LossFn:
@@ -43,10 +73,12 @@ def make_actor_loss_fn(cfg: AlgorithmConfig, kl_coef_getter: Optional[Callable[[
         mask = _require(micro, "response_mask", "micro").float()
         old_log_probs = _require(micro, "old_log_probs", "micro").float()
         advantages = _require(micro, "advantages", "micro").float()
+        counts, scale = global_aggregation(micro)
         policy_kwargs: dict[str, Any] = {
             "clip_ratio_low": cfg.clip_ratio_low,
             "clip_ratio_high": cfg.clip_ratio_high,
             "loss_agg_mode": cfg.loss_agg_mode,
+            "global_counts": counts,
         }
         if cfg.policy_loss == "ppo":
             policy = ppo_policy_loss(
@@ -56,8 +88,8 @@ def make_actor_loss_fn(cfg: AlgorithmConfig, kl_coef_getter: Optional[Callable[[
             policy = gspo_policy_loss(log_probs, old_log_probs, advantages, mask, **policy_kwargs)
         else:
             policy = cispo_policy_loss(log_probs, old_log_probs, advantages, mask, **policy_kwargs)
-        loss = policy.loss
-        metrics = {"pg_loss": policy.loss, "pg_clipfrac": policy.clip_fraction, "ppo_kl": policy.approx_kl}
+        loss = policy.loss * scale
+        metrics = {"pg_loss": loss, "pg_clipfrac": policy.clip_fraction, "ppo_kl": policy.approx_kl}
         if cfg.dual_clip_c is not None:
             metrics["pg_clipfrac_lower"] = policy.dual_clip_fraction
 
@@ -65,15 +97,15 @@ def make_actor_loss_fn(cfg: AlgorithmConfig, kl_coef_getter: Optional[Callable[[
         kl_needed = cfg.use_kl_loss and kl_coef > 0
         if kl_needed or "ref_log_probs" in micro:
             ref_log_probs = _require(micro, "ref_log_probs", "micro")
-            kl_loss = agg_loss(
-                kl_penalty(log_probs, ref_log_probs, cfg.kl_estimator), mask, cfg.loss_agg_mode
-            )
+            kl_mat = kl_penalty(log_probs, ref_log_probs, cfg.kl_estimator)
+            kl_loss = agg_loss(kl_mat, mask, cfg.loss_agg_mode, global_counts=counts) * scale
             if kl_needed:
                 loss = loss + kl_coef * kl_loss
             metrics["kl_loss"] = kl_loss
             metrics["kl_coef"] = torch.tensor(float(kl_coef), device=loss.device)
         if cfg.entropy_coef != 0 or "entropy" in outputs:
-            entropy = agg_loss(_require(outputs, "entropy", "outputs").float(), mask, cfg.loss_agg_mode)
+            entropy_mat = _require(outputs, "entropy", "outputs").float()
+            entropy = agg_loss(entropy_mat, mask, cfg.loss_agg_mode, global_counts=counts) * scale
             if cfg.entropy_coef != 0:
                 loss = loss - cfg.entropy_coef * entropy
             metrics["entropy"] = entropy
@@ -95,13 +127,21 @@ def make_critic_loss_fn(cfg: AlgorithmConfig) -> LossFn:
         mask = _require(micro, "response_mask", "micro").float()
         old_values = _require(micro, "values", "micro").float()
         returns = _require(micro, "returns", "micro").float()
+        counts, scale = global_aggregation(micro)
         loss, clip_fraction = value_loss(
-            values, old_values, returns, mask, value_clip=cfg.value_clip, loss_agg_mode=cfg.loss_agg_mode
+            values,
+            old_values,
+            returns,
+            mask,
+            value_clip=cfg.value_clip,
+            loss_agg_mode=cfg.loss_agg_mode,
+            global_counts=counts,
         )
+        loss = loss * scale
         metrics = {
             "vf_loss": loss,
             "vf_clipfrac": clip_fraction,
-            "vpred_mean": agg_loss(values, mask, "token-mean"),
+            "vpred_mean": agg_loss(values, mask, "token-mean", global_counts=counts) * scale,
         }
         return loss, {name: value.detach() for name, value in metrics.items()}
 
@@ -117,7 +157,7 @@ def _require(fields: dict[str, torch.Tensor], key: str, where: str) -> torch.Ten
 def make_sft_loss_fn(loss_agg_mode: str = "token-mean") -> LossFn:
     """Negative log-likelihood of the target tokens (micro["response_mask"] == 1), aggregated by mode.
 
-    Metrics: nll (the loss) and ppl_token_mean (exp of the token-mean NLL).
+    Metrics: nll (the loss) and ppl_token_mean (exp of this micro-batch's token-mean NLL).
     """
 
     def sft_loss_fn(
@@ -125,7 +165,8 @@ def make_sft_loss_fn(loss_agg_mode: str = "token-mean") -> LossFn:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         log_probs = _require(outputs, "log_probs", "outputs").float()
         mask = _require(micro, "response_mask", "micro").float()
-        loss = agg_loss(-log_probs, mask, loss_agg_mode)
+        counts, scale = global_aggregation(micro)
+        loss = agg_loss(-log_probs, mask, loss_agg_mode, global_counts=counts) * scale
         token_nll = agg_loss(-log_probs, mask, "token-mean").detach()
         return loss, {"nll": loss.detach(), "ppl_token_mean": token_nll.exp()}
 

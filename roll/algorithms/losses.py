@@ -3,7 +3,10 @@
 Policy losses: PPO clip with separate low/high ranges (DAPO clip-higher) and dual clip, GSPO
 (sequence-level ratio), CISPO (clipped, stop-gradient IS weight times log-prob). Value loss with
 clipping. KL estimators k1 "kl", k2 "mse", k3 "low_var_kl". Entropy from logits. `agg_loss` turns a
-(B, T) loss matrix and its mask into a scalar.
+(B, T) loss matrix and its mask into a scalar; given the `GlobalCounts` of a larger batch it returns
+this part's share of that batch's aggregate instead, so that micro-batches on many ranks add up exactly.
+Every loss below passes its `global_counts` argument on to `agg_loss`; their clip fractions and
+approximate KL are means over the tokens they are given, whatever the counts.
 """
 
 from dataclasses import dataclass
@@ -19,8 +22,29 @@ _GSPO_LOG_RATIO_MAX = 10.0
 _LOW_VAR_KL_BOUND = 10.0
 
 
+@dataclass(frozen=True)
+class GlobalCounts:
+    """Denominators of a whole batch that is aggregated in parts (micro-batches on data-parallel ranks).
+
+    With them `agg_loss` of one part returns that part's share, and the shares of all parts sum to
+    `agg_loss` of the whole batch in one piece.
+    """
+
+    tokens: torch.Tensor | float
+    """Masked tokens in the whole batch."""
+    seqs: torch.Tensor | float
+    """Rows of the whole batch with at least one masked token."""
+    horizon: torch.Tensor | float
+    """seq-mean-token-sum-norm's length constant; agg_loss of the whole (B, T) batch uses T."""
+
+
 def agg_loss(
-    loss_mat: torch.Tensor, mask: torch.Tensor, mode: str, *, horizon: Optional[float] = None
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str,
+    *,
+    horizon: Optional[float | torch.Tensor] = None,
+    global_counts: Optional[GlobalCounts] = None,
 ) -> torch.Tensor:
     """Reduce a (B, T) per-token loss over `mask` to a scalar.
 
@@ -28,24 +52,37 @@ def agg_loss(
     seq-mean-token-sum: per-row token sum, averaged over rows.
     seq-mean-token-mean: per-row token mean, averaged over rows.
     seq-mean-token-sum-norm (Dr.GRPO): total token sum / (number of rows * horizon), where horizon is a
-    constant length (default T), so the loss does not depend on response lengths.
+    constant length (default T, or global_counts.horizon), so the loss does not depend on response lengths.
     The seq-mean modes average over rows with at least one token; an empty mask gives 0.
+    With `global_counts`, the numbers of tokens and rows are those of the whole batch this (B, T) block
+    is a part of: the result is this part's share of the whole batch's aggregate.
     """
     mask = mask.to(loss_mat.dtype)
-    if mode == "token-mean":
-        return masked_mean(loss_mat, mask)
     row_tokens = mask.sum(-1)
-    row_sums = (loss_mat * mask).sum(-1)
     rows_present = (row_tokens > 0).to(loss_mat.dtype)
+    if global_counts is None:
+        tokens, rows = row_tokens.sum().clamp(min=1), rows_present.sum().clamp(min=1)
+    else:
+        tokens, rows = _as_count(global_counts.tokens, loss_mat), _as_count(global_counts.seqs, loss_mat)
+        horizon = global_counts.horizon if horizon is None else horizon
+    row_sums = (loss_mat * mask).sum(-1)
+    # Rows without tokens have a zero sum (and mean), so every numerator can sum over all rows.
+    if mode == "token-mean":
+        return row_sums.sum() / tokens
     if mode == "seq-mean-token-sum":
-        return masked_mean(row_sums, rows_present)
+        return row_sums.sum() / rows
     if mode == "seq-mean-token-mean":
-        return masked_mean(row_sums / row_tokens.clamp(min=1), rows_present)
+        return (row_sums / row_tokens.clamp(min=1)).sum() / rows
     if mode == "seq-mean-token-sum-norm":
-        return masked_mean(row_sums, rows_present) / (loss_mat.shape[-1] if horizon is None else horizon)
+        return row_sums.sum() / rows / (loss_mat.shape[-1] if horizon is None else horizon)
     raise ValueError(
         f"loss_agg_mode={mode!r} is not one of token-mean|seq-mean-token-sum|seq-mean-token-mean|seq-mean-token-sum-norm"
     )
+
+
+def _as_count(count: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """A whole-batch count as a 0-dim tensor of `like`'s dtype and device, at least 1 (empty batch -> 0 loss)."""
+    return torch.as_tensor(count, dtype=like.dtype, device=like.device).clamp(min=1)
 
 
 @dataclass
@@ -53,6 +90,7 @@ class PolicyLossOutput:
     """Scalar loss and detached scalar metrics of one policy-loss evaluation."""
 
     loss: torch.Tensor
+    """agg_loss of the per-token loss (this part's share of the whole batch's, given global_counts)."""
     clip_fraction: torch.Tensor
     """Share of response tokens whose ratio (or IS weight) was clipped."""
     dual_clip_fraction: torch.Tensor
@@ -71,6 +109,7 @@ def ppo_policy_loss(
     clip_ratio_high: float = 0.2,
     dual_clip_c: Optional[float] = None,
     loss_agg_mode: str = "token-mean",
+    global_counts: Optional[GlobalCounts] = None,
 ) -> PolicyLossOutput:
     """PPO clipped surrogate max(-A r, -A clip(r, 1 - low, 1 + high)) with r = exp(logp - old_logp).
 
@@ -89,7 +128,7 @@ def ppo_policy_loss(
         dual_clip_fraction = masked_mean((negative & (loss_mat > bound)).float(), mask)
         loss_mat = torch.where(negative, torch.minimum(loss_mat, bound), loss_mat)
     return PolicyLossOutput(
-        loss=agg_loss(loss_mat, mask, loss_agg_mode),
+        loss=agg_loss(loss_mat, mask, loss_agg_mode, global_counts=global_counts),
         clip_fraction=clip_fraction.detach(),
         dual_clip_fraction=dual_clip_fraction.detach(),
         approx_kl=masked_mean(-log_ratio, mask).detach(),
@@ -105,6 +144,7 @@ def gspo_policy_loss(
     clip_ratio_low: float = 3e-4,
     clip_ratio_high: float = 4e-4,
     loss_agg_mode: str = "seq-mean-token-mean",
+    global_counts: Optional[GlobalCounts] = None,
 ) -> PolicyLossOutput:
     """GSPO (Zheng et al. 2025): PPO clipping on the sequence ratio s = (prod_t r_t)^(1/|y|).
 
@@ -120,7 +160,7 @@ def gspo_policy_loss(
     clipped = -advantages * ratio.clamp(1 - clip_ratio_low, 1 + clip_ratio_high)
     loss_mat = torch.maximum(unclipped, clipped)
     return PolicyLossOutput(
-        loss=agg_loss(loss_mat, mask, loss_agg_mode),
+        loss=agg_loss(loss_mat, mask, loss_agg_mode, global_counts=global_counts),
         clip_fraction=masked_mean((clipped > unclipped).float(), mask).detach(),
         dual_clip_fraction=torch.zeros((), device=loss_mat.device),
         approx_kl=masked_mean(-log_ratio, mask).detach(),
@@ -136,6 +176,7 @@ def cispo_policy_loss(
     clip_ratio_low: float = 0.2,
     clip_ratio_high: float = 0.2,
     loss_agg_mode: str = "token-mean",
+    global_counts: Optional[GlobalCounts] = None,
 ) -> PolicyLossOutput:
     """CISPO (MiniMax-M1): -sg(clip(r, 1 - low, 1 + high)) * A * log_prob per token.
 
@@ -146,7 +187,7 @@ def cispo_policy_loss(
     weight = ratio.clamp(1 - clip_ratio_low, 1 + clip_ratio_high)
     loss_mat = -advantages * weight * log_probs
     return PolicyLossOutput(
-        loss=agg_loss(loss_mat, mask, loss_agg_mode),
+        loss=agg_loss(loss_mat, mask, loss_agg_mode, global_counts=global_counts),
         clip_fraction=masked_mean((weight != ratio).float(), mask).detach(),
         dual_clip_fraction=torch.zeros((), device=loss_mat.device),
         approx_kl=masked_mean(-log_ratio, mask).detach(),
@@ -161,6 +202,7 @@ def value_loss(
     *,
     value_clip: Optional[float] = None,
     loss_agg_mode: str = "token-mean",
+    global_counts: Optional[GlobalCounts] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Critic loss 0.5 * max((V - R)^2, (clip(V, V_old - c, V_old + c) - R)^2); returns (loss, clip fraction).
 
@@ -168,10 +210,12 @@ def value_loss(
     """
     unclipped = (values - returns) ** 2
     if value_clip is None:
-        return 0.5 * agg_loss(unclipped, mask, loss_agg_mode), torch.zeros((), device=values.device)
+        return 0.5 * agg_loss(unclipped, mask, loss_agg_mode, global_counts=global_counts), torch.zeros(
+            (), device=values.device
+        )
     clipped_values = old_values + (values - old_values).clamp(-value_clip, value_clip)
     clipped = (clipped_values - returns) ** 2
-    loss = 0.5 * agg_loss(torch.maximum(unclipped, clipped), mask, loss_agg_mode)
+    loss = 0.5 * agg_loss(torch.maximum(unclipped, clipped), mask, loss_agg_mode, global_counts=global_counts)
     return loss, masked_mean((clipped > unclipped).float(), mask).detach()
 
 

@@ -1,4 +1,5 @@
-"""Policy/value losses and agg_loss vs plain-Python loop references (values and gradients) and hand cases."""
+"""Policy/value losses and agg_loss vs plain-Python loop references (values and gradients) and hand cases;
+agg_loss shares of random micro-batches with GlobalCounts sum to the whole batch's aggregate."""
 
 import math
 
@@ -7,7 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from roll.algorithms.losses import agg_loss, cispo_policy_loss, gspo_policy_loss, ppo_policy_loss, value_loss
+from roll.algorithms.losses import (
+    GlobalCounts,
+    agg_loss,
+    cispo_policy_loss,
+    gspo_policy_loss,
+    ppo_policy_loss,
+    value_loss,
+)
 
 B, T = 5, 8
 AGG_MODES = ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
@@ -230,3 +238,79 @@ def test_value_loss_matches_loop(seed, clip, mode):
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     torch.testing.assert_close(grad, expected_grad, atol=1e-6, rtol=1e-5)
     assert clip_fraction.item() == pytest.approx(n_clipped / sum(sum(row) for row in m))
+
+
+def random_parts(rows: int, seed: int) -> list[list[int]]:
+    """A random partition of range(rows) into 2..rows non-empty groups of random rows."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(rows, generator=gen).tolist()
+    n_parts = int(torch.randint(2, rows + 1, (1,), generator=gen))
+    cuts = sorted(torch.randperm(rows - 1, generator=gen)[: n_parts - 1].add(1).tolist())
+    return [order[a:b] for a, b in zip([0, *cuts], [*cuts, rows])]
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_agg_loss_shares_of_random_micro_batches_sum_to_the_whole_batch(mode, seed):
+    rows = 9
+    gen = torch.Generator().manual_seed(100 + seed)
+    loss_mat = torch.randn(rows, T, generator=gen).requires_grad_()
+    mask = random_response_mask(rows, T, seed)
+    # Very different response lengths: row 2 answers with one token.
+    mask[2] = 0
+    mask[2, 3] = 1
+    m = mask.tolist()
+    counts = GlobalCounts(
+        tokens=sum(sum(row) for row in m), seqs=sum(1 for row in m if sum(row) > 0), horizon=T
+    )
+    parts = random_parts(rows, seed)
+    shares, local_means = [], []
+    for part in parts:
+        # Like the strategy, each part is cut to its own longest response: the horizon must not follow.
+        width = max([t + 1 for b in part for t in range(T) if m[b][t] > 0], default=1)
+        part_loss, part_mask = loss_mat[part, :width], mask[part, :width]
+        shares.append(agg_loss(part_loss, part_mask, mode, global_counts=counts))
+        local_means.append(agg_loss(part_loss, part_mask, mode).item())
+    total = torch.stack(shares).sum()
+    (grad,) = torch.autograd.grad(total, loss_mat)
+
+    leaf = loss_mat.detach().clone().requires_grad_()
+    expected = loop_agg(nested(leaf), m, mode)
+    (expected_grad,) = torch.autograd.grad(expected, leaf)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-7, rtol=1e-5)
+    # The old objective, the mean of per-part aggregates, is a different number on this split.
+    assert abs(sum(local_means) / len(local_means) - expected.item()) > 1e-4
+
+
+def test_global_counts_reach_the_policy_and_value_losses():
+    new, old, advantages, mask = policy_inputs(seed=5)
+    counts = GlobalCounts(tokens=mask.sum(), seqs=(mask.sum(-1) > 0).sum(), horizon=T)
+    parts = [[0, 3], [1], [2, 4]]
+    for loss_fn in (ppo_policy_loss, gspo_policy_loss, cispo_policy_loss):
+        whole = loss_fn(new, old, advantages, mask, loss_agg_mode="seq-mean-token-mean").loss
+        split = sum(
+            loss_fn(
+                new[p],
+                old[p],
+                advantages[p],
+                mask[p],
+                loss_agg_mode="seq-mean-token-mean",
+                global_counts=counts,
+            ).loss
+            for p in parts
+        )
+        assert split.item() == pytest.approx(whole.item(), rel=1e-5, abs=1e-7)
+    values, returns = new.detach(), advantages
+    whole_v, _ = value_loss(values, old, returns, mask, value_clip=0.1, loss_agg_mode="token-mean")
+    split_v = sum(
+        value_loss(values[p], old[p], returns[p], mask[p], value_clip=0.1, global_counts=counts)[0]
+        for p in parts
+    )
+    assert split_v.item() == pytest.approx(whole_v.item(), rel=1e-5)
+
+
+def test_agg_loss_global_counts_of_an_empty_batch_give_zero():
+    counts = GlobalCounts(tokens=0, seqs=0, horizon=4)
+    for mode in AGG_MODES:
+        assert agg_loss(torch.ones(2, 4), torch.zeros(2, 4), mode, global_counts=counts).item() == 0.0

@@ -1,11 +1,20 @@
-"""make_actor_loss_fn / make_critic_loss_fn from an AlgorithmConfig vs per-token loop references."""
+"""make_actor_loss_fn / make_critic_loss_fn from an AlgorithmConfig vs per-token loop references; with the
+strategy's whole-mini-batch keys, micro-batch losses and gradients add up to the whole batch's."""
 
 import math
 
 import pytest
 import torch
 
-from roll.algorithms.loss_fns import make_actor_loss_fn, make_critic_loss_fn
+from roll.algorithms.loss_fns import (
+    GLOBAL_HORIZON,
+    GLOBAL_SEQ_COUNT,
+    GLOBAL_TOKEN_COUNT,
+    LOSS_SCALE,
+    make_actor_loss_fn,
+    make_critic_loss_fn,
+    make_sft_loss_fn,
+)
 from roll.config.algorithm import AlgorithmConfig
 
 B, S = 4, 7
@@ -126,3 +135,55 @@ def test_critic_loss_matches_loop(value_clip):
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     assert metrics["vf_loss"].item() == pytest.approx(expected, rel=1e-5)
     assert set(metrics) == {"vf_loss", "vf_clipfrac", "vpred_mean"}
+
+
+def with_global_keys(micro: dict, rows: list[int], whole_mask: torch.Tensor, scale: float) -> dict:
+    """The rows of `micro` plus the whole batch's counts, as the training strategy adds them."""
+    part = {name: value[rows] for name, value in micro.items()}
+    part[GLOBAL_TOKEN_COUNT] = torch.tensor(float(whole_mask.sum()))
+    part[GLOBAL_SEQ_COUNT] = torch.tensor(float((whole_mask.sum(-1) > 0).sum()))
+    part[GLOBAL_HORIZON] = torch.tensor(float(whole_mask.shape[1]))
+    part[LOSS_SCALE] = torch.tensor(scale)
+    return part
+
+
+@pytest.mark.parametrize(
+    "mode", ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+)
+@pytest.mark.parametrize("role", ["actor", "critic", "sft"])
+def test_loss_fns_with_global_counts_add_up_to_the_whole_batch(mode, role):
+    outputs, micro = micro_batch(5)
+    # Row 1 keeps a single response token: its micro-batch would be over-weighted by local means.
+    micro["response_mask"][1] = 0
+    micro["response_mask"][1, 2] = 1
+    cfg = AlgorithmConfig(loss_agg_mode=mode, kl_coef=0.1, entropy_coef=0.01, value_clip=0.2)
+    loss_fns = {"actor": make_actor_loss_fn, "critic": make_critic_loss_fn}
+    loss_fn = loss_fns[role](cfg) if role in loss_fns else make_sft_loss_fn(mode)
+    grad_of = "values" if role == "critic" else "log_probs"
+    whole_loss, whole_metrics = loss_fn(outputs, micro)
+    (whole_grad,) = torch.autograd.grad(whole_loss, outputs[grad_of])
+
+    parts = [[1, 2], [0], [3]]  # row 0 has no response tokens
+    scale = len(parts) * 2.0  # micro-batches x a data-parallel size of 2, as the strategy divides
+    results = [
+        loss_fn(
+            {k: v[rows] for k, v in outputs.items()},
+            with_global_keys(micro, rows, micro["response_mask"], scale),
+        )
+        for rows in parts
+    ]
+    # Megatron divides each micro-batch's loss by the number of micro-batches and DDP by the DP size.
+    total = sum(loss for loss, _ in results) / scale
+    (grad,) = torch.autograd.grad(total, outputs[grad_of])
+    assert total.item() == pytest.approx(whole_loss.item(), rel=1e-5, abs=1e-7)
+    torch.testing.assert_close(grad, whole_grad, rtol=1e-5, atol=1e-7)
+    # The strategy reports each metric's mean over micro-batches and ranks = sum over them / scale.
+    exact = {"pg_loss", "kl_loss", "entropy", "vf_loss", "vpred_mean", "nll"} & set(whole_metrics)
+    for name in exact:
+        mean = sum(m[name].item() for _, m in results) / scale
+        assert mean == pytest.approx(whole_metrics[name].item(), rel=1e-5, abs=1e-7), name
+    local = [
+        loss_fn({k: v[rows] for k, v in outputs.items()}, {k: v[rows] for k, v in micro.items()})[0]
+        for rows in parts
+    ]
+    assert abs(sum(x.item() for x in local) / len(parts) - whole_loss.item()) > 1e-4
