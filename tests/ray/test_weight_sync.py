@@ -25,6 +25,7 @@ from workers.infer import InferWorker
 
 pytest.importorskip("ray")
 
+# Megatron pads a 96-token vocabulary for TP2, so the synced embedding and LM head must be unpadded.
 VOCAB, BATCH, SEQ, PROMPT = 96, 4, 12, 5
 # ~16 KiB: bigger than any bias or norm, smaller than the embedding, so buckets hold 1..n tensors.
 BUCKET_BYTES = 16 * 1024
