@@ -1,5 +1,6 @@
 """Micro-batching for the Megatron strategy: trim trailing padding, split into equal micro-batches,
-and put per-token model outputs back into the (B, S) layout of the caller's batch.
+add the whole mini-batch's loss denominators, and put per-token model outputs back into the (B, S)
+layout of the caller's batch.
 
 Batches are right-padded (COMMON conventions), so the columns after the longest real sequence carry
 no information for a causal model: the strategy runs the model on the trimmed width and pads the
@@ -9,7 +10,10 @@ outputs back with zeros.
 from collections.abc import Mapping
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+
+from roll.algorithms.loss_fns import GLOBAL_HORIZON, GLOBAL_SEQ_COUNT, GLOBAL_TOKEN_COUNT, LOSS_SCALE
 
 
 def batch_tensors(batch) -> dict[str, torch.Tensor]:
@@ -64,6 +68,37 @@ def split_micro_batches(
         {name: value[start : start + micro_batch_size] for name, value in trimmed.items()}
         for start in range(0, batch_size, micro_batch_size)
     ]
+
+
+def global_loss_keys(
+    tensors: Mapping[str, torch.Tensor],
+    num_micro_batches: int,
+    dp_group: dist.ProcessGroup,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """The whole mini-batch's keys that make the loss fns (roll.algorithms.loss_fns) aggregate exactly.
+
+    Response tokens and sequences with any response token of this DP rank's batch are summed over
+    `dp_group`, the padded width is its maximum, and the loss scale is what the gradient is divided by
+    later: Megatron's schedule by `num_micro_batches`, DDP's average by the DP size. A collective over
+    `dp_group`; {} when the batch has no response_mask.
+    """
+    mask = tensors.get("response_mask")
+    if mask is None:
+        return {}
+    # float64: float32 stops counting exactly past 2^24 tokens.
+    row_tokens = mask.to(device=device, dtype=torch.float64).sum(-1)
+    counts = torch.stack([row_tokens.sum(), (row_tokens > 0).sum().to(torch.float64)])
+    dist.all_reduce(counts, group=dp_group)
+    horizon = torch.tensor([float(mask.shape[1])], device=device)
+    dist.all_reduce(horizon, op=dist.ReduceOp.MAX, group=dp_group)
+    scale = num_micro_batches * dist.get_world_size(dp_group)
+    return {
+        GLOBAL_TOKEN_COUNT: counts[0].float(),
+        GLOBAL_SEQ_COUNT: counts[1].float(),
+        GLOBAL_HORIZON: horizon[0],
+        LOSS_SCALE: torch.tensor(float(scale), device=device),
+    }
 
 
 def align_to_tokens(per_position: torch.Tensor) -> torch.Tensor:

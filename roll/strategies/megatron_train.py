@@ -12,9 +12,14 @@ computed vocab-parallel from the local logits shard (`roll.kernels.logprobs`): t
 is never gathered on one rank.
 
 Loss scaling: `loss_fn(outputs, micro)` returns the loss of one micro-batch; Megatron divides it by
-the number of micro-batches and DDP averages gradients over data-parallel ranks. The optimised
-objective (and the reported `loss`) is therefore the mean over all micro-batches of the global
-batch, so any TP/PP/DP layout with equal micro-batches per rank reproduces the single-process run.
+the number of micro-batches and DDP averages gradients over data-parallel ranks. So that the result
+is the loss aggregated over the whole global mini-batch (all micro-batches on all DP ranks) in one
+piece, `train_step` adds to every micro-batch the mini-batch's response-token and sequence counts
+(summed over the DP group), its padded width and the loss scale num_micro_batches x dp_size
+(`megatron_micro.global_loss_keys`); the loss fns of `roll.algorithms.loss_fns` return their share of
+the global aggregate times that scale. Any micro-batch size and TP/PP/DP layout then gives the
+gradient of one single-process, single-micro-batch step. A loss fn that ignores these keys is
+aggregated per micro-batch: its objective is the mean over micro-batches of the global batch.
 
 A role without `worker_config.optimizer` is a frozen reference (no DDP, no optimizer).
 """
@@ -42,6 +47,7 @@ from roll.strategies import megatron_checkpoint
 from roll.strategies.megatron_micro import (
     align_to_tokens,
     batch_tensors,
+    global_loss_keys,
     mask_padded_vocab,
     pad_to_width,
     split_micro_batches,
@@ -185,8 +191,9 @@ class MegatronTrainStrategy:
     ) -> dict[str, float]:
         """One optimizer step over this DP rank's `batch`; returns the same metrics on every rank.
 
-        Metrics: `loss` (mean micro-batch loss over the global batch), the means of `loss_fn`'s
-        metrics, `grad_norm` (before clipping), `lr` (of this step) and `skipped` (1.0 when a
+        Metrics: `loss` and `loss_fn`'s metrics, each the mean of its micro-batch values over all
+        micro-batches and DP ranks (for the loss fns of roll.algorithms.loss_fns, `loss` and their
+        aggregated metrics are thus the whole global mini-batch's values; see the module docstring), `grad_norm` (before clipping), `lr` (of this step) and `skipped` (1.0 when a
         NaN/inf loss or gradient on any rank skipped the update; weights, optimizer state and LR
         schedule are then untouched). `num_micro_batches` overrides worker_config.micro_batch_size;
         `temperature` is the sampling temperature the log-probs are computed at.
@@ -201,8 +208,14 @@ class MegatronTrainStrategy:
             chunk.zero_grad_buffer()
         self.optimizer.zero_grad()
         tensors = batch_tensors(batch)
+        micros, micro_batch_size, width = self._micro_batches(tensors, num_micro_batches)
+        whole_batch = global_loss_keys(
+            tensors, len(micros), parallel_state.get_data_parallel_group(), current_device()
+        )
+        for micro in micros:
+            micro.update(whole_batch)
         micro_loss = partial(self._train_micro_loss, loss_fn, temperature)
-        store = self._run(tensors, micro_loss, num_micro_batches, forward_only=False)
+        store = self._run(micros, micro_loss, micro_batch_size, width, forward_only=False)
         metrics = self._reduce_metrics(store)
         lr = get_canonical_lr_for_logging(self.optimizer.param_groups)
         # The reduced loss is the same on every rank, so all ranks agree on the branch (the grad
@@ -256,7 +269,8 @@ class MegatronTrainStrategy:
         for chunk in self.model:
             chunk.eval()
         tensors = batch_tensors(batch)
-        store = self._run(tensors, micro_fn, None, forward_only=True)
+        micros, micro_batch_size, width = self._micro_batches(tensors, None)
+        store = self._run(micros, micro_fn, micro_batch_size, width, forward_only=True)
         batch_size, seq_len = tensors["input_ids"].shape
         device = current_device()
         results = {}
@@ -305,15 +319,10 @@ class MegatronTrainStrategy:
         )
         return {"log_probs": align_to_tokens(log_probs), "entropy": align_to_tokens(entropy)}
 
-    def _run(
-        self,
-        tensors: dict[str, torch.Tensor],
-        micro_fn: Callable,
-        num_micro_batches: Optional[int],
-        forward_only: bool,
-    ) -> list[dict[str, torch.Tensor]]:
-        """Run the pipeline schedule over the micro-batches of `tensors`; returns the last stage's
-        per-micro-batch dicts (empty on other stages)."""
+    def _micro_batches(
+        self, tensors: dict[str, torch.Tensor], num_micro_batches: Optional[int]
+    ) -> tuple[list[dict[str, torch.Tensor]], int, int]:
+        """(micro-batches on the device, micro-batch size, trimmed width) of `tensors`."""
         cfg = self.worker_config
         batch_size = tensors["input_ids"].shape[0]
         micro_batch_size = cfg.micro_batch_size
@@ -331,6 +340,18 @@ class MegatronTrainStrategy:
                 f"of micro-batches ({len(micros)}) to be a multiple of pipeline_parallel={cfg.pipeline_parallel}; "
                 "change the batch size or micro_batch_size"
             )
+        return micros, micro_batch_size, width
+
+    def _run(
+        self,
+        micros: list[dict[str, torch.Tensor]],
+        micro_fn: Callable,
+        micro_batch_size: int,
+        width: int,
+        forward_only: bool,
+    ) -> list[dict[str, torch.Tensor]]:
+        """Run the pipeline schedule over `micros`; returns the last stage's per-micro-batch dicts
+        (empty on other stages)."""
         forward_step = partial(self._forward_step, micro_fn)
         store = get_forward_backward_func()(
             forward_step_func=forward_step,
