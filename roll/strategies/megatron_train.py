@@ -193,10 +193,11 @@ class MegatronTrainStrategy:
 
         Metrics: `loss` and `loss_fn`'s metrics, each the mean of its micro-batch values over all
         micro-batches and DP ranks (for the loss fns of roll.algorithms.loss_fns, `loss` and their
-        aggregated metrics are thus the whole global mini-batch's values; see the module docstring), `grad_norm` (before clipping), `lr` (of this step) and `skipped` (1.0 when a
-        NaN/inf loss or gradient on any rank skipped the update; weights, optimizer state and LR
-        schedule are then untouched). `num_micro_batches` overrides worker_config.micro_batch_size;
-        `temperature` is the sampling temperature the log-probs are computed at.
+        aggregated metrics are thus the whole global mini-batch's values; see the module docstring),
+        `grad_norm` (before clipping), `lr` (of this step) and `skipped` (1.0 when a NaN/inf loss
+        or gradient on any rank skipped the update; weights, optimizer state and LR schedule are then
+        untouched). `num_micro_batches` overrides worker_config.micro_batch_size; `temperature` is
+        the sampling temperature the log-probs are computed at.
         """
         if self.optimizer is None:
             raise RuntimeError(
