@@ -12,6 +12,8 @@ gradient is later divided by (number of micro-batches x data-parallel size), so 
 objective is the loss aggregated over the whole mini-batch in one piece, and the mean of the loss
 (and of pg_loss, kl_loss, entropy, vf_loss, vpred_mean, nll) over micro-batches and ranks is that
 whole-mini-batch value. Clip fractions, ppo_kl and ppl_token_mean stay per-micro-batch means.
+seq-mean-token-sum-norm's horizon is then the mini-batch's padded width S, equal on every rank,
+rather than the width of the (trimmed) micro-batch tensors.
 Without the counts, each micro-batch is aggregated on its own (the driver's and the tests' use).
 """
 
