@@ -117,16 +117,17 @@ class ActorWorker(MegatronRole):
 
         info = self.parallel_info()
         if info["dp_rank"] != 0:
-            return {"sync/tensors": 0.0, "sync/bytes": 0.0}
+            return {"sync/tensors": 0.0, "sync/bytes": 0.0, "sync/buckets": 0.0}
         sender = info["tp_rank"] == 0
         bucket: list[tuple[str, torch.Tensor]] = []
-        sent_tensors = sent_bytes = bucket_size = 0
+        sent_tensors = sent_bytes = sent_buckets = bucket_size = 0
 
         def flush() -> None:
-            nonlocal bucket, bucket_size
+            nonlocal bucket, bucket_size, sent_buckets
             if bucket:
                 ref = ray.put(bucket)
                 ray.get([worker.update_weights.remote(ref) for worker in infer_workers])
+                sent_buckets += 1
             bucket, bucket_size = [], 0
 
         for name, tensor in self.strategy.iter_hf_weights():
@@ -142,7 +143,11 @@ class ActorWorker(MegatronRole):
                 flush()
         if sender:
             flush()
-        return {"sync/tensors": float(sent_tensors), "sync/bytes": float(sent_bytes)}
+        return {
+            "sync/tensors": float(sent_tensors),
+            "sync/bytes": float(sent_bytes),
+            "sync/buckets": float(sent_buckets),
+        }
 
 
 class CriticWorker(MegatronRole):

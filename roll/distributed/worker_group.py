@@ -105,6 +105,10 @@ class WorkerGroup:
             self._parallel_info = self.call("parallel_info")
         return self._parallel_info
 
+    def wait_ready(self) -> None:
+        """Block until every rank has finished its constructor (raises naming a rank that failed)."""
+        self._parallel_info = self.call("parallel_info")
+
     @property
     def dp_size(self) -> int:
         """Data-parallel size of the role."""

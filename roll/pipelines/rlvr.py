@@ -13,9 +13,11 @@ from dataclasses import replace
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
 from roll.algorithms.advantages import compute_advantages
 from roll.algorithms.kl_control import make_kl_controller
+from roll.algorithms.stats import masked_mean
 from roll.config.pipeline import JobConfig
 from roll.config.worker import WorkerConfig
 from roll.data.datasets import PromptDataset
@@ -105,6 +107,10 @@ class RLVRPipeline:
             seed=seed,
         )
         self.reward = WorkerGroup("reward", RewardWorker, cfg.reward, None, [0])
+        # Wait for every role to finish starting, so step 1's timings measure the step only.
+        for group in (self.actor_train, self.reference, self.critic, self.actor_infer, self.reward):
+            if group is not None:
+                group.wait_ready()
         if checkpoint is not None:
             self.sync_weights()
         self.tracker = common.open_tracker(cfg, resume, self.start_step)
@@ -184,7 +190,8 @@ class RLVRPipeline:
         with timer.phase("train_actor"):
             metrics.update(self.train_role(self.actor_train, train_batch, step, shards=shards))
         with timer.phase("sync"):
-            self.sync_weights()
+            metrics.update(self.sync_weights())
+        metrics.update(self.advantage_metrics(batch, result.reward_kl))
         measured_kl = result.reward_kl if result.reward_kl is not None else metrics.get("actor/kl_loss")
         if measured_kl is not None and math.isfinite(float(measured_kl)):
             self.kl_ctl.update(float(measured_kl), len(batch))
@@ -231,11 +238,13 @@ class RLVRPipeline:
             "balance/imbalance_after": imbalance_ratio(workloads, shards),
         }
 
-    def sync_weights(self) -> None:
-        """actor_train's weights -> every rollout engine, as HF-named buckets."""
+    def sync_weights(self) -> dict[str, float]:
+        """actor_train's weights -> every rollout engine, as HF-named buckets; sync/* metrics summed
+        over the sending ranks (one per PP stage)."""
         bucket_bytes = int(self.cfg.weight_sync_bucket_mb * 2**20)
-        self.actor_train.call("sync_weights", self.actor_infer.workers, bucket_bytes)
+        per_rank = self.actor_train.call("sync_weights", self.actor_infer.workers, bucket_bytes)
         self.actor_infer.call("finish_weight_update")
+        return {name: sum(rank[name] for rank in per_rank) for name in per_rank[0]}
 
     def validate(self) -> dict[str, float]:
         """Greedy responses on the held-out prompts: mean reward and accuracy (full score)."""
@@ -252,6 +261,19 @@ class RLVRPipeline:
             "val/accuracy": float((scores >= full - 1e-6).float().mean()),
             "val/response_length": float(batch.tensors["response_lengths"].float().mean()),
         }
+
+    @staticmethod
+    def advantage_metrics(batch: Batch, reward_kl: Optional[torch.Tensor]) -> dict[str, float]:
+        """Token means over the response of advantages, returns and (PPO) values; KL in the reward."""
+        mask = batch.response_mask
+        metrics = {
+            f"{key}/mean": float(masked_mean(batch.tensors[key], mask)) for key in ("advantages", "returns")
+        }
+        if "values" in batch:
+            metrics["values/mean"] = float(masked_mean(batch.values, mask))
+        if reward_kl is not None:
+            metrics["kl/reward_kl"] = float(reward_kl)
+        return metrics
 
     def rollout_metrics(self, batch: Batch, reward_metrics: dict[str, float]) -> dict[str, float]:
         """Reward, response length and truncation statistics of this step's rollouts."""
