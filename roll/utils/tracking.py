@@ -49,7 +49,7 @@ METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 # Shown on the step bar when present in the logged metrics; a pipeline may pass its own keys.
-DEFAULT_POSTFIX_KEYS = ("reward/mean", "val/accuracy", "actor/kl", "time/step")
+DEFAULT_POSTFIX_KEYS = ("reward/mean", "val/accuracy", "sft/loss", "val/nll", "time/step")
 
 
 def to_scalar(name: str, value: Any) -> float | int:
@@ -246,17 +246,27 @@ def progress_enabled(stream=None) -> bool:
 
 
 class StepProgress:
-    """The step-loop bar: `advance(metrics)` moves one step and shows chosen metrics in the postfix."""
+    """The step-loop bar: `advance(metrics)` moves one step and shows chosen metrics in the postfix.
 
-    def __init__(self, bar: tqdm, postfix_keys: Sequence[str]) -> None:
+    Without a terminal (bar disabled) the same summary goes to the log about every tenth of the run,
+    so a job piped to a file still shows progress."""
+
+    def __init__(
+        self, bar: tqdm, postfix_keys: Sequence[str], *, desc: str, total: int, initial: int
+    ) -> None:
         self.bar = bar
         self.postfix_keys = tuple(postfix_keys)
+        self.desc, self.total, self.done = desc, total, initial
 
     def advance(self, metrics: Mapping[str, Any], n: int = 1) -> None:
         """Show the postfix keys present in `metrics` (4 significant digits) and add `n` steps."""
         shown = {key: f"{to_scalar(key, metrics[key]):.4g}" for key in self.postfix_keys if key in metrics}
         self.bar.set_postfix(shown, refresh=False)
         self.bar.update(n)
+        self.done += n
+        if self.bar.disable and (self.done % max(1, self.total // 10) == 0 or self.done == self.total):
+            summary = " ".join(f"{key}={value}" for key, value in shown.items())
+            logger.info("%s step %d/%d %s", self.desc, self.done, self.total, summary)
 
     def close(self) -> None:
         self.bar.close()
@@ -281,7 +291,7 @@ def step_progress(
         dynamic_ncols=True,
         disable=not progress_enabled(sys.stderr),
     )
-    return StepProgress(bar, postfix_keys)
+    return StepProgress(bar, postfix_keys, desc=desc, total=total, initial=initial)
 
 
 def phase_progress(total: Optional[int], desc: str, unit: str = "it") -> tqdm:

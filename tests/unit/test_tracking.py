@@ -11,6 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from roll.utils import tracking
 from roll.utils.tracking import (
     MetricsTracker,
     PhaseTimer,
@@ -240,3 +241,13 @@ def test_phase_timer_drives_a_phase_bar(monkeypatch, capsys):
         assert bar.n == 2
     assert set(timer.metrics()) == {"time/rollout", "time/reward", "time/step"}
     assert "reward" in capsys.readouterr().err
+
+
+def test_step_progress_logs_a_summary_every_tenth_without_a_terminal(monkeypatch):
+    monkeypatch.setenv("ROLL_PROGRESS", "0")
+    messages: list[str] = []
+    monkeypatch.setattr(tracking.logger, "info", lambda fmt, *args: messages.append(fmt % args))
+    with step_progress(20, desc="sft") as bar:
+        for _ in range(20):
+            bar.advance({"sft/loss": 0.5})
+    assert messages == [f"sft step {done}/20 sft/loss=0.5" for done in range(2, 21, 2)]
