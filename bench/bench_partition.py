@@ -1,6 +1,7 @@
-"""Benchmark of balanced partitioning (not a test): the C++ Karmarkar-Karp in roll._C against the
-pure-Python implementation of the same algorithm (speed, identical result), and its balance
-against contiguous chunks and greedy (LPT) assignment.
+"""Benchmark of balanced partitioning (not a test): the C++ `balanced_partition` in roll._C (the
+better of Karmarkar-Karp and greedy LPT) against the pure-Python implementation of the same
+algorithm (speed, identical result), and its balance against contiguous chunks, greedy (LPT)
+assignment and Karmarkar-Karp alone.
 
 Run from the repository root:  python bench/bench_partition.py [--n 4096] [--k 16] [--repeats 20]
 """
@@ -14,7 +15,7 @@ import numpy as np
 from roll.ops import balanced_partition, imbalance_ratio, partition_by_budget, sequence_workload
 from roll.ops._extension import cpu_extension
 from roll.ops.packing import first_fit_decreasing
-from roll.ops.partition import karmarkar_karp_reference
+from roll.ops.partition import balanced_partition_reference, karmarkar_karp_reference
 
 
 def greedy_partition(workloads: np.ndarray, k: int, equal_size: bool) -> list[list[int]]:
@@ -45,14 +46,19 @@ def print_balance(workloads: np.ndarray, k: int) -> None:
     chunk = n // k
     contiguous = [list(range(i * chunk, (i + 1) * chunk)) for i in range(k)]
     print(f"\nbalance of {n} sequences in {k} parts, max/min part workload - 1:")
-    print(f"{'method':>32} {'equal counts':>13} {'free counts':>12}")
+    print(f"{'method':>34} {'equal counts':>13} {'free counts':>12}")
     print(
-        f"{'contiguous chunks (no balancing)':>32} {imbalance_ratio(workloads, contiguous) - 1:13.2e} {'':>12}"
+        f"{'contiguous chunks (no balancing)':>34} {imbalance_ratio(workloads, contiguous) - 1:13.2e} {'':>12}"
     )
-    for name, partition in (("greedy LPT", greedy_partition), ("Karmarkar-Karp", balanced_partition)):
+    methods = (
+        ("greedy LPT", greedy_partition),
+        ("Karmarkar-Karp alone", lambda w, k, eq: karmarkar_karp_reference(w.tolist(), k, eq)),
+        ("balanced_partition (best of both)", balanced_partition),
+    )
+    for name, partition in methods:
         equal = imbalance_ratio(workloads, partition(workloads, k, True)) - 1
         free = imbalance_ratio(workloads, partition(workloads, k, False)) - 1
-        print(f"{name:>32} {equal:13.2e} {free:12.2e}")
+        print(f"{name:>34} {equal:13.2e} {free:12.2e}")
 
 
 def main() -> None:
@@ -77,9 +83,9 @@ def main() -> None:
     for equal_size in (True, False):
         cpp = best_seconds(lambda eq=equal_size: balanced_partition(workloads, args.k, eq), args.repeats)
         python = best_seconds(
-            lambda eq=equal_size: karmarkar_karp_reference(workload_list, args.k, eq), args.repeats
+            lambda eq=equal_size: balanced_partition_reference(workload_list, args.k, eq), args.repeats
         )
-        same = balanced_partition(workloads, args.k, equal_size) == karmarkar_karp_reference(
+        same = balanced_partition(workloads, args.k, equal_size) == balanced_partition_reference(
             workload_list, args.k, equal_size
         )
         print(f"{equal_size!s:>10} {cpp * 1e3:9.3f} {python * 1e3:10.3f} {python / cpp:8.1f}x {same!s:>10}")
@@ -87,7 +93,7 @@ def main() -> None:
     for n in (args.n, 8 * args.k):
         print_balance(workloads[:n], args.k)
 
-    # Micro-batches of one rank's share under a token budget: KK-first vs plain FFD.
+    # Micro-batches of one rank's share under a token budget: balanced-first vs plain FFD.
     tokens = seq_lens[: args.n // args.k].astype(np.float64)
     budget = 4 * float(seq_lens.max())
     kk_parts = partition_by_budget(tokens, budget)

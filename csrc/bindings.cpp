@@ -39,13 +39,13 @@ py::list group_by_part(const std::vector<int64_t>& assignment, int64_t num_parts
   return parts;
 }
 
-py::list karmarkar_karp(const DoubleArray& workloads, int64_t k, bool equal_size) {
+py::list balanced_partition(const DoubleArray& workloads, int64_t k, bool equal_size) {
   const double* data = workloads.data();
   const int64_t n = workloads.size();
   std::vector<int64_t> assignment;
   {
     py::gil_scoped_release release;
-    assignment = roll::karmarkar_karp(data, n, k, equal_size);
+    assignment = roll::balanced_partition(data, n, k, equal_size);
   }
   return group_by_part(assignment, k);
 }
@@ -94,8 +94,9 @@ py::tuple gae(const FloatArray& rewards, const FloatArray& values, const FloatAr
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "ROLL CPU ops: balanced partitioning, FFD packing, GAE (wrapped by roll.ops)";
-  m.def("karmarkar_karp", &karmarkar_karp, py::arg("workloads"), py::arg("k"), py::arg("equal_size"),
-        "Karmarkar-Karp largest differencing into k parts; returns a list of index lists.");
+  m.def("balanced_partition", &balanced_partition, py::arg("workloads"), py::arg("k"),
+        py::arg("equal_size"),
+        "The better of Karmarkar-Karp and greedy LPT into k parts; returns a list of index lists.");
   m.def("first_fit_decreasing", &first_fit_decreasing, py::arg("sizes"), py::arg("capacity"),
         "First-fit-decreasing packing into bins of `capacity`; returns a list of index lists.");
   m.def("gae", &gae, py::arg("rewards"), py::arg("values"), py::arg("mask"), py::arg("gamma"),

@@ -7,10 +7,12 @@
 
 namespace roll {
 
-// Karmarkar-Karp largest differencing of `n` workloads into `k` parts. With `equal_size` every
+// `n` workloads into `k` parts of near-equal sum: the better of Karmarkar-Karp largest differencing
+// and greedy LPT (smaller largest sum, then smaller spread; KK on ties). With `equal_size` every
 // part gets n / k items (n % k == 0 is checked by the caller). Returns the part of each item;
 // parts are numbered by ascending sum. Tie-breaking matches roll/ops/partition.py exactly.
-std::vector<int64_t> karmarkar_karp(const double* workloads, int64_t n, int64_t k, bool equal_size);
+std::vector<int64_t> balanced_partition(const double* workloads, int64_t n, int64_t k,
+                                        bool equal_size);
 
 // First-fit-decreasing bin packing of `n` sizes into bins of `capacity` (every size <= capacity is
 // checked by the caller). Returns the bin of each item; bins are numbered in opening order.

@@ -1,11 +1,13 @@
-// Karmarkar-Karp largest differencing method (LDM) for k-way number partitioning, and its
-// balanced variant (BLDM: every part gets the same number of items).
+// Balanced k-way number partitioning: the Karmarkar-Karp largest differencing method (LDM), its
+// balanced variant (BLDM: every part gets the same number of items), greedy LPT, and the better
+// of KK and LPT. KK wins by orders of magnitude on large batches, but with equal part sizes on
+// small ones (128 items into 16 parts) LPT is often ~3x better, so both run and the better wins.
 //
 // A "state" is a partial solution: k parts, kept sorted by ascending sum. The two states with the
 // largest spread (max - min part sum) are combined first: the heaviest part of one state joins
 // the lightest of the other, so their differences cancel. Ties are broken by state creation
 // order, and parts are re-sorted with a stable sort, so the result is identical to the Python
-// fallback in roll/ops/partition.py for the same input.
+// fallback in roll/ops/partition.py for the same input (LPT and the choice likewise).
 //
 // Parts hold their items as linked lists threaded through one `next` array, so joining two parts
 // is O(1) and the whole run allocates only a few flat arrays.
@@ -157,13 +159,10 @@ class Partitioner {
   std::priority_queue<HeapEntry, std::vector<HeapEntry>, LowerPriority> heap_;
 };
 
-}  // namespace
-
-std::vector<int64_t> karmarkar_karp(const double* workloads, int64_t n, int64_t k, bool equal_size) {
+// Karmarkar-Karp over items already sorted by ascending workload.
+std::vector<int64_t> karmarkar_karp(const double* workloads, int64_t n, int64_t k, bool equal_size,
+                                    const std::vector<int64_t>& order) {
   std::vector<int64_t> assignment(n);
-  if (n == 0) return assignment;
-  const std::vector<int64_t> order = sort_by_workload(workloads, n);
-
   const int64_t num_states = equal_size ? n / k : n;
   Partitioner partitioner(n, k, num_states);
   for (int64_t slot = 0; slot < num_states; ++slot) {
@@ -184,6 +183,81 @@ std::vector<int64_t> karmarkar_karp(const double* workloads, int64_t n, int64_t 
   const Part* final_parts = partitioner.state(partitioner.run());
   for (int64_t j = 0; j < k; ++j) partitioner.label_items(final_parts[j], j, assignment.data());
   return assignment;
+}
+
+// Greedy LPT: items by descending workload (ties: ascending index), each onto the part with the
+// smallest sum (ties: lowest part number) among those with room. A min-heap of parts keeps it
+// O(n log k); placing an item changes only the top's key, so one sift-down replaces pop + push.
+// Parts are then renumbered by ascending sum (ties: part number).
+std::vector<int64_t> greedy_lpt(const double* workloads, int64_t n, int64_t k, bool equal_size,
+                                const std::vector<int64_t>& order) {
+  const int64_t capacity = equal_size ? n / k : n;
+  std::vector<int64_t> assignment(n);
+  std::vector<double> sums(k, 0.0);
+  std::vector<int64_t> counts(k, 0);
+  std::vector<int64_t> heap(k);  // part numbers; all sums are 0, so ascending part is a heap
+  std::iota(heap.begin(), heap.end(), 0);
+  int64_t heap_size = k;
+  const auto lighter = [&](int64_t x, int64_t y) {
+    return sums[x] < sums[y] || (sums[x] == sums[y] && x < y);
+  };
+  const auto sift_down_top = [&]() {
+    const int64_t part = heap[0];
+    int64_t hole = 0;
+    for (int64_t child = 1; child < heap_size; child = 2 * hole + 1) {
+      if (child + 1 < heap_size && lighter(heap[child + 1], heap[child])) ++child;
+      if (!lighter(heap[child], part)) break;
+      heap[hole] = heap[child];
+      hole = child;
+    }
+    heap[hole] = part;
+  };
+  // `order` is ascending with ties by index: walk it backwards one run of equal workloads at a
+  // time, each run forwards.
+  for (int64_t run_end = n; run_end > 0;) {
+    int64_t run_start = run_end - 1;
+    const double run_workload = workloads[order[run_end - 1]];
+    while (run_start > 0 && workloads[order[run_start - 1]] == run_workload) --run_start;
+    for (int64_t i = run_start; i < run_end; ++i) {
+      const int64_t item = order[i];
+      const int64_t part = heap[0];
+      assignment[item] = part;
+      sums[part] += workloads[item];
+      if (++counts[part] == capacity) heap[0] = heap[--heap_size];  // full: drop it
+      sift_down_top();
+    }
+    run_end = run_start;
+  }
+  std::vector<int64_t> by_sum(k);
+  std::iota(by_sum.begin(), by_sum.end(), 0);
+  std::stable_sort(by_sum.begin(), by_sum.end(),
+                   [&](int64_t x, int64_t y) { return sums[x] < sums[y]; });
+  std::vector<int64_t> rank(k);
+  for (int64_t r = 0; r < k; ++r) rank[by_sum[r]] = r;
+  for (int64_t& part : assignment) part = rank[part];
+  return assignment;
+}
+
+// (largest part sum, largest - smallest), each part summed in ascending item order as the Python
+// fallback does, so both pick the same winner.
+std::pair<double, double> max_and_spread(const double* workloads, int64_t k,
+                                         const std::vector<int64_t>& assignment) {
+  std::vector<double> sums(k, 0.0);
+  for (size_t item = 0; item < assignment.size(); ++item) sums[assignment[item]] += workloads[item];
+  const auto [lowest, highest] = std::minmax_element(sums.begin(), sums.end());
+  return {*highest, *highest - *lowest};
+}
+
+}  // namespace
+
+std::vector<int64_t> balanced_partition(const double* workloads, int64_t n, int64_t k,
+                                        bool equal_size) {
+  if (n == 0) return {};
+  const std::vector<int64_t> order = sort_by_workload(workloads, n);
+  std::vector<int64_t> kk = karmarkar_karp(workloads, n, k, equal_size, order);
+  std::vector<int64_t> lpt = greedy_lpt(workloads, n, k, equal_size, order);
+  // KK on ties: LPT must be strictly better.
+  return max_and_spread(workloads, k, lpt) < max_and_spread(workloads, k, kk) ? lpt : kk;
 }
 
 }  // namespace roll
