@@ -102,12 +102,14 @@ class WorkerGroup:
     def parallel_info(self) -> list[dict[str, Any]]:
         """Per rank: dp_rank, dp_size, is_output (holds results of its DP shard)."""
         if self._parallel_info is None:
-            self._parallel_info = self.call("parallel_info")
+            return self.wait_ready()
         return self._parallel_info
 
-    def wait_ready(self) -> None:
-        """Block until every rank has finished its constructor (raises naming a rank that failed)."""
+    def wait_ready(self) -> list[dict[str, Any]]:
+        """Block until every rank has finished its constructor (raises naming a rank that failed);
+        returns (and caches) the ranks' parallel_info."""
         self._parallel_info = self.call("parallel_info")
+        return self._parallel_info
 
     @property
     def dp_size(self) -> int:

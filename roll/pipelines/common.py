@@ -13,7 +13,9 @@ from roll.config.pipeline import JobConfig
 from roll.config.worker import WorkerConfig
 from roll.data.io import load_rows
 from roll.data.tokenizer import load_tokenizer
+from roll.distributed.batch import Batch
 from roll.distributed.resource_manager import ResourceManager, RolePlacement
+from roll.ops import balanced_partition, imbalance_ratio, sequence_workload
 from roll.utils.logging import get_logger
 from roll.utils.tracking import MetricsTracker
 
@@ -34,6 +36,25 @@ def cluster_has_gpus() -> bool:
     import ray
 
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def due(step: int, every: int, last_step: int) -> bool:
+    """Whether a periodic action (every `every` steps, 0 = never) runs at `step`; the last step always."""
+    return (every > 0 and step % every == 0) or step == last_step
+
+
+def balance_over_dp(batch: Batch, dp: int) -> tuple[Optional[list[list[int]]], dict[str, float]]:
+    """DP shards of equal count balanced by sequence workload, and the max/min workload ratio of the
+    contiguous split (before) and of the balanced one (after); (None, {}) when dp == 1."""
+    if dp == 1:
+        return None, {}
+    workloads = sequence_workload(batch.attention_mask.sum(-1).numpy())
+    naive = [list(range(r * len(batch) // dp, (r + 1) * len(batch) // dp)) for r in range(dp)]
+    shards = balanced_partition(workloads, dp, equal_size=True)
+    return shards, {
+        "balance/imbalance_before": imbalance_ratio(workloads, naive),
+        "balance/imbalance_after": imbalance_ratio(workloads, shards),
+    }
 
 
 def make_resource_manager(roles: dict[str, Optional[WorkerConfig]]) -> ResourceManager:

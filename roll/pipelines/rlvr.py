@@ -24,7 +24,6 @@ from roll.data.datasets import PromptDataset
 from roll.distributed.batch import Batch
 from roll.distributed.ray_runtime import RayRuntime
 from roll.distributed.worker_group import WorkerGroup
-from roll.ops import balanced_partition, imbalance_ratio, sequence_workload
 from roll.pipelines import common
 from roll.pipelines.rollout import MODEL_INPUT_KEYS, generate, make_requests, outputs_to_batch
 from roll.strategies.engine import sampling_params_from_config
@@ -127,12 +126,12 @@ class RLVRPipeline:
         with progress:
             for step in range(self.start_step + 1, cfg.max_steps + 1):
                 metrics = self.step(step)
-                if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.max_steps):
+                if cfg.val_every and common.due(step, cfg.val_every, cfg.max_steps):
                     metrics.update(self.validate())
                     summary["val_after"] = {k: metrics[k] for k in metrics if k.startswith("val/")}
-                if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps:
+                if common.due(step, cfg.save_every, cfg.max_steps):
                     self.save(step)
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                if common.due(step, cfg.log_every, cfg.max_steps):
                     self.tracker.log(step, metrics)
                 progress.advance(metrics)
                 summary["last_metrics"] = metrics
@@ -151,7 +150,7 @@ class RLVRPipeline:
         with timer.phase("reward"):
             rewarded = self.reward.call("score", batch.select_keys(["response_text", "answer"]))[0]
             batch["scores"] = rewarded["scores"]
-        shards, balance = self.dp_shards(batch, self.actor_train.dp_size)
+        shards, balance = common.balance_over_dp(batch, self.actor_train.dp_size)
         model_inputs = batch.select_keys(MODEL_INPUT_KEYS)
         temperature = self.logprob_temperature
         if self.reference is not None:
@@ -225,18 +224,6 @@ class RLVRPipeline:
         """Temperature the trainer scales logits by: the sampling one (greedy sampling = unscaled),
         matching the engine's log-prob convention (roll/strategies/engine.py)."""
         return self.cfg.generation.temperature or 1.0
-
-    def dp_shards(self, batch: Batch, dp: int) -> tuple[Optional[list[list[int]]], dict[str, float]]:
-        """Balance sequences over DP ranks by workload (Karmarkar-Karp); metrics before/after."""
-        if dp == 1:
-            return None, {}
-        workloads = sequence_workload(batch["attention_mask"].sum(-1).numpy())
-        naive = [list(range(r * len(batch) // dp, (r + 1) * len(batch) // dp)) for r in range(dp)]
-        shards = balanced_partition(workloads, dp, equal_size=True)
-        return shards, {
-            "balance/imbalance_before": imbalance_ratio(workloads, naive),
-            "balance/imbalance_after": imbalance_ratio(workloads, shards),
-        }
 
     def sync_weights(self) -> dict[str, float]:
         """actor_train's weights -> every rollout engine, as HF-named buckets; sync/* metrics summed

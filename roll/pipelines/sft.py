@@ -15,7 +15,6 @@ from roll.data.datasets import SFTDataset, collate_sft
 from roll.distributed.batch import Batch
 from roll.distributed.ray_runtime import RayRuntime
 from roll.distributed.worker_group import WorkerGroup
-from roll.ops import balanced_partition, sequence_workload
 from roll.pipelines import common
 from roll.pipelines.rollout import MODEL_INPUT_KEYS
 from roll.utils.logging import get_logger
@@ -53,11 +52,11 @@ class SFTPipeline:
         with step_progress(cfg.max_steps, initial=self.start_step, desc="sft") as progress:
             for step in range(self.start_step + 1, cfg.max_steps + 1):
                 metrics = self.step(step)
-                if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.max_steps):
+                if cfg.val_every and common.due(step, cfg.val_every, cfg.max_steps):
                     metrics.update(self.validate())
-                if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.max_steps:
+                if common.due(step, cfg.save_every, cfg.max_steps):
                     self.save(step)
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                if common.due(step, cfg.log_every, cfg.max_steps):
                     self.tracker.log(step, metrics)
                 progress.advance(metrics)
         hf_dir = Path(cfg.output_dir) / "hf_model"
@@ -74,9 +73,7 @@ class SFTPipeline:
                 collate_sft(self.train_data.next_batch(self.cfg.train_batch_size), self.pad_id)
             )
             dp = self.actor_train.dp_size
-            shards = None
-            if dp > 1:
-                shards = balanced_partition(sequence_workload(batch["attention_mask"].sum(-1).numpy()), dp)
+            shards, _ = common.balance_over_dp(batch, dp)
             metrics = self.actor_train.dispatch_dp(
                 "train_sft",
                 batch,
