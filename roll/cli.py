@@ -27,6 +27,7 @@ from roll.config.validate import roles_in_use
 PIPELINE_RUNNERS = {
     "rlvr": "roll.pipelines.rlvr:run",
     "sft": "roll.pipelines.sft:run",
+    "agentic": "roll.pipelines.agentic:run",
 }
 CONVERTERS = {
     "hf-to-mcore": "roll.models.convert:hf_to_mcore_main",

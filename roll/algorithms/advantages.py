@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from roll.algorithms.agentic_advantages import compute_gigpo_advantage
 from roll.algorithms.losses import kl_penalty
 from roll.algorithms.stats import masked_mean, whiten
 from roll.config.algorithm import AlgorithmConfig
@@ -144,12 +145,17 @@ def compute_advantages(
     old_log_probs: Optional[torch.Tensor] = None,
     ref_log_probs: Optional[torch.Tensor] = None,
     kl_coef: Optional[float] = None,
+    turn_index: Optional[torch.Tensor] = None,
+    step_rewards: Optional[torch.Tensor] = None,
+    step_state_ids: Optional[torch.Tensor] = None,
 ) -> AdvantageResult:
     """Run the configured estimator with reward clip/whitening, KL-in-reward and advantage whitening/clip.
 
     `kl_coef` overrides cfg.kl_coef (pass the KL controller's current value). The KL penalty goes
     into the token rewards when cfg.use_kl_loss is false and the coefficient is > 0; only the
-    token-reward estimators (gae, reinforce_plus_plus) can use it.
+    token-reward estimators (gae, reinforce_plus_plus) can use it. GiGPO also needs the turn
+    structure of multi-turn trajectories: `turn_index` (B, T), `step_rewards` and `step_state_ids`
+    (B, K) (see roll.algorithms.agentic_advantages).
     """
     estimator = cfg.advantage_estimator
     mask = response_mask.float()
@@ -176,6 +182,23 @@ def compute_advantages(
         if values is None:
             raise ValueError("compute_advantages: advantage_estimator='gae' needs critic values")
         advantages, returns = compute_gae_advantage_return(token_rewards, values, mask, cfg.gamma, cfg.lam)
+    elif estimator == "gigpo":
+        if group_index is None or turn_index is None or step_rewards is None or step_state_ids is None:
+            raise ValueError(
+                "compute_advantages: advantage_estimator='gigpo' needs group_index, turn_index, step_rewards "
+                "and step_state_ids (multi-turn episodes from pipeline=agentic)"
+            )
+        advantages, returns = compute_gigpo_advantage(
+            scores,
+            mask,
+            group_index,
+            turn_index,
+            step_rewards,
+            step_state_ids,
+            gamma=cfg.gamma,
+            step_weight=cfg.gigpo_step_weight,
+            norm_by_std=cfg.norm_adv_by_std,
+        )
     elif estimator == "reinforce_plus_plus":
         advantages, returns = compute_reinforce_plus_plus_advantage(token_rewards, mask, cfg.gamma)
     else:

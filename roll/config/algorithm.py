@@ -5,7 +5,14 @@ from typing import Optional
 
 from roll.config.errors import ConfigError
 
-ADVANTAGE_ESTIMATORS = ("grpo", "gae", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline")
+ADVANTAGE_ESTIMATORS = (
+    "grpo",
+    "gae",
+    "rloo",
+    "reinforce_plus_plus",
+    "reinforce_plus_plus_baseline",
+    "gigpo",
+)
 POLICY_LOSSES = ("ppo", "gspo", "cispo")
 KL_ESTIMATORS = ("kl", "mse", "low_var_kl")
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -16,9 +23,12 @@ class AlgorithmConfig:
     """Everything that turns rewards into a policy (and value) loss."""
 
     advantage_estimator: str = "grpo"
-    """grpo | gae (PPO, needs a critic) | rloo | reinforce_plus_plus | reinforce_plus_plus_baseline."""
+    """grpo | gae (PPO, needs a critic) | rloo | reinforce_plus_plus | reinforce_plus_plus_baseline |
+    gigpo (agentic, step-level). In pipeline=agentic, grpo on trajectory scores is StarPO."""
     norm_adv_by_std: bool = True
     """GRPO: divide by the group std; false gives Dr.GRPO."""
+    gigpo_step_weight: float = 1.0
+    """GiGPO: weight of the step-level (anchor-state group) advantage added to the episode-level one."""
     gamma: float = 1.0
     """Discount factor (GAE, REINFORCE++)."""
     lam: float = 1.0
@@ -69,6 +79,8 @@ class AlgorithmConfig:
         _one_of("loss_agg_mode", self.loss_agg_mode, LOSS_AGG_MODES)
         if not 0 <= self.gamma <= 1:
             raise ConfigError(f"algorithm.gamma={self.gamma} must be in [0, 1]")
+        if self.gigpo_step_weight < 0:
+            raise ConfigError(f"algorithm.gigpo_step_weight={self.gigpo_step_weight} must be >= 0")
         if not 0 <= self.lam <= 1:
             raise ConfigError(f"algorithm.lam={self.lam} must be in [0, 1]")
         if not 0 <= self.clip_ratio_low < 1:

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from roll.config.algorithm import AlgorithmConfig
+from roll.config.environment import EnvironmentConfig
 from roll.config.errors import ConfigError
 from roll.config.generation import GenerationConfig
 from roll.config.worker import WorkerConfig
 
-PIPELINES = ("rlvr", "sft")
+PIPELINES = ("rlvr", "sft", "agentic")
 
 
 @dataclass(kw_only=True)
@@ -90,7 +91,7 @@ class JobConfig:
     """Root of a ROLL job: which pipeline, its loop settings, and one sub-config per role."""
 
     pipeline: str = "rlvr"
-    """Which pipeline runs: rlvr | sft."""
+    """Which pipeline runs: rlvr | sft | agentic (multi-turn episodes in environments)."""
     exp_name: str = "roll"
     """Experiment name (used in logs and the output directory)."""
     seed: int = 42
@@ -100,13 +101,14 @@ class JobConfig:
     max_steps: int = 10
     """Pipeline steps (RL: rollout+update rounds; SFT: optimizer steps)."""
     rollout_batch_size: int = 8
-    """RL: prompts per step (responses per step = rollout_batch_size x generation.num_samples)."""
+    """RL: prompts (agentic: env groups of one seed) per step; responses (trajectories) per step =
+    rollout_batch_size x generation.num_samples."""
     train_batch_size: int = 8
     """SFT: samples per optimizer step (global batch)."""
     val_every: int = 0
     """Run validation every N steps (and before the first); 0 disables."""
     val_max_samples: int = 64
-    """Validation prompts evaluated (greedy) each time."""
+    """Validation prompts evaluated (greedy) each time (agentic: environment.val_episodes instead)."""
     save_every: int = 0
     """Save a checkpoint every N steps; 0 saves only at the end."""
     log_every: int = 1
@@ -128,7 +130,9 @@ class JobConfig:
     critic: Optional[WorkerConfig] = None
     """Value model (PPO/GAE); None otherwise."""
     reward: RewardConfig = field(default_factory=RewardConfig)
-    """Rule reward functions."""
+    """Rule reward functions (rlvr; agentic rewards come from the environments)."""
+    environment: Optional[EnvironmentConfig] = None
+    """Environment role (pipeline=agentic): envs, tools, turn and context limits."""
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     """Sampling for training rollouts."""
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
@@ -160,6 +164,7 @@ _NESTED = {
     "reference": WorkerConfig,
     "critic": WorkerConfig,
     "reward": RewardConfig,
+    "environment": EnvironmentConfig,
     "generation": GenerationConfig,
     "algorithm": AlgorithmConfig,
     "data": DataConfig,

@@ -13,11 +13,12 @@ KL without a `reference:` section is an error whose fix says what to add.
 from roll.config.errors import ConfigError
 from roll.config.pipeline import JobConfig
 from roll.config.worker import WorkerConfig
+from roll.envs.registry import ENVS, TOOLS
 
 TRAIN_STRATEGIES = ("megatron_train",)
 ROLLOUT_STRATEGIES = ("native", "sglang")
 # Estimators whose baseline is computed from the other responses of the same prompt.
-_GROUP_ESTIMATORS = ("grpo", "rloo", "reinforce_plus_plus_baseline")
+_GROUP_ESTIMATORS = ("grpo", "rloo", "reinforce_plus_plus_baseline", "gigpo")
 
 
 def validate_job(cfg: JobConfig) -> None:
@@ -25,10 +26,22 @@ def validate_job(cfg: JobConfig) -> None:
     for role, worker, is_rollout in roles_in_use(cfg):
         _check_strategy(role, worker, ROLLOUT_STRATEGIES if is_rollout else TRAIN_STRATEGIES)
         _check_layout(role, worker, is_rollout=is_rollout)
-    if cfg.pipeline == "rlvr":
+    if cfg.pipeline in ("rlvr", "agentic"):
         _check_rlvr(cfg)
     else:
         _check_sft(cfg)
+    if cfg.pipeline == "agentic":
+        _check_agentic(cfg)
+        return
+    if cfg.environment is not None:
+        raise ConfigError(
+            f"environment is set but pipeline={cfg.pipeline} does not use it; "
+            "remove the environment: section or set pipeline=agentic"
+        )
+    if cfg.algorithm.advantage_estimator == "gigpo":
+        raise ConfigError(
+            "algorithm.advantage_estimator=gigpo needs multi-turn episodes; use pipeline=agentic or grpo"
+        )
     if not cfg.data.train_path:
         raise ConfigError("data.train_path is empty; set it to a jsonl or parquet file of training rows")
     if cfg.val_every > 0 and not cfg.data.val_path:
@@ -40,7 +53,7 @@ def validate_job(cfg: JobConfig) -> None:
 def roles_in_use(cfg: JobConfig) -> list[tuple[str, WorkerConfig, bool]]:
     """(role name, its config, whether it is a rollout role) for every role the pipeline starts."""
     roles = [("actor_train", cfg.actor_train, False)]
-    if cfg.pipeline == "rlvr":
+    if cfg.pipeline in ("rlvr", "agentic"):
         roles.append(("actor_infer", cfg.actor_infer, True))
     for name in ("reference", "critic"):
         worker = getattr(cfg, name)
@@ -145,6 +158,31 @@ def _check_rlvr(cfg: JobConfig) -> None:
         raise ConfigError(
             f"algorithm.dual_clip_c={alg.dual_clip_c} applies to policy_loss=ppo only (got "
             f"{alg.policy_loss}); set algorithm.dual_clip_c=null"
+        )
+
+
+def _check_agentic(cfg: JobConfig) -> None:
+    env_cfg = cfg.environment
+    if env_cfg is None:
+        raise ConfigError(
+            "pipeline=agentic needs an environment: section, e.g. environment: {envs: [{type: guess_number}]}"
+        )
+    for i, spec in enumerate(env_cfg.envs):
+        try:
+            ENVS.check_args(spec.type, spec.args)
+            for tool in spec.tools:
+                TOOLS.check_args(tool.type, tool.args)
+        except ValueError as err:
+            raise ConfigError(f"environment.envs[{i}] ({spec.name}): {err}") from None
+    if env_cfg.max_context_tokens <= cfg.generation.max_new_tokens:
+        raise ConfigError(
+            f"environment.max_context_tokens({env_cfg.max_context_tokens}) must exceed "
+            f"generation.max_new_tokens({cfg.generation.max_new_tokens}) (the tokens of one turn); "
+            "raise max_context_tokens"
+        )
+    if cfg.val_every > 0 and cfg.data.val_path:
+        raise ConfigError(
+            "pipeline=agentic validates on held-out env seeds, not data.val_path; set data.val_path=null"
         )
 
 

@@ -57,6 +57,21 @@ def balance_over_dp(batch: Batch, dp: int) -> tuple[Optional[list[list[int]]], d
     }
 
 
+def stop_token_ids(tokenizer, stops: list[str]) -> list[int]:
+    """The tokenizer's EOS id plus the id of each `generation.stop` string (each must be one token:
+    the engines stop on token ids)."""
+    ids = [int(tokenizer.eos_token_id)] if tokenizer.eos_token_id is not None else []
+    for text in stops:
+        encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            raise ValueError(
+                f"generation.stop entry {text!r} is {len(encoded)} tokens; only single-token stop strings "
+                "are supported, use generation.stop_token_ids for others"
+            )
+        ids.append(int(encoded[0]))
+    return ids
+
+
 def make_resource_manager(roles: dict[str, Optional[WorkerConfig]]) -> ResourceManager:
     """One placement group covering every device id used by the given roles."""
     placements = [RolePlacement(name, cfg.device_mapping) for name, cfg in roles.items() if cfg is not None]
@@ -138,11 +153,14 @@ class JobStart:
         return int(self.state.get("step", 0))
 
 
-def start_job(cfg: JobConfig, resume: bool, dataset_cls: type) -> JobStart:
-    """Seed, find the resume point, load the tokenizer and the train/val splits as `dataset_cls`."""
+def start_job(cfg: JobConfig, resume: bool, dataset_cls: Optional[type]) -> JobStart:
+    """Seed, find the resume point, load the tokenizer and the train/val splits as `dataset_cls`
+    (None: the job reads no data files, e.g. agentic episodes come from environments)."""
     seed_everything(cfg.seed)
     checkpoint, state = resume_from(cfg, resume)
     tokenizer = load_tokenizer(cfg.data.tokenizer_path or cfg.actor_train.model_path)
+    if dataset_cls is None:
+        return JobStart(checkpoint, state, tokenizer, None, None)
     train_data = dataset_cls(load_split(cfg.data.train_path, "train"), tokenizer, cfg.data, seed=cfg.seed)
     val_data = dataset_cls(load_split(cfg.data.val_path, "val"), tokenizer, replace(cfg.data, shuffle=False))
     if len(train_data) == 0:

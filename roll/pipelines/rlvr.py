@@ -1,16 +1,20 @@
 """RLVR pipeline (GRPO | PPO | REINFORCE++ | RLOO) on role-separated Ray workers, single controller.
 
 One step, top to bottom in `RLVRPipeline.step`:
-    rollout (actor_infer) -> reward -> reference log-probs -> old log-probs -> values (PPO)
+    rollout source (scored Batch) -> reference log-probs -> old log-probs -> values (PPO)
     -> advantages (driver) -> actor (and critic) updates over mini-batches x epochs
     -> weight sync actor_train -> actor_infer -> metrics; validation and checkpoints every N steps.
+
+The rollout source is the only part that differs between RL pipelines: here `PromptRollout`
+(dataset prompts -> actor_infer -> reward role); `pipeline: agentic` plugs in multi-turn episodes
+played in environment workers (roll/pipelines/agentic.py) and reuses everything else.
 
     roll train configs/quickstart/rlvr_grpo.yaml [key=value ...] [--resume]
 """
 
 import math
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import numpy as np
 import torch
@@ -25,8 +29,8 @@ from roll.distributed.batch import Batch
 from roll.distributed.ray_runtime import RayRuntime
 from roll.distributed.worker_group import WorkerGroup
 from roll.pipelines import common
-from roll.pipelines.rollout import MODEL_INPUT_KEYS, generate, make_requests, outputs_to_batch
-from roll.strategies.engine import sampling_params_from_config
+from roll.pipelines.rollout import MODEL_INPUT_KEYS, make_requests, outputs_to_batch
+from roll.strategies.engine import generate_on_replicas, sampling_params_from_config
 from roll.utils.logging import get_logger
 from roll.utils.tracking import PhaseTimer, phase_progress, step_progress
 from workers.actor import ActorWorker, CriticWorker
@@ -36,23 +40,121 @@ from workers.reward import RewardWorker
 logger = get_logger(__name__)
 
 
+# Per-trajectory turn structure that step-level estimators (GiGPO) read, when the source provides it.
+STEP_KEYS = ("turn_index", "step_rewards", "step_state_ids")
+
+
+class RolloutSource(Protocol):
+    """Where a step's scored samples come from (prompts + reward role, or environment episodes)."""
+
+    groups: list[WorkerGroup]
+    """Role groups the source started (waited for at start-up)."""
+    dataset: Optional[type]
+    """Dataset class of data.train_path / val_path (class attribute); None loads no data."""
+
+    def collect(self, step: int, timer: PhaseTimer) -> tuple[Batch, dict[str, float]]:
+        """This step's Batch (MODEL_INPUT_KEYS, scores, group_index, ...) and its rollout metrics."""
+        ...
+
+    def validate(self) -> dict[str, float]:
+        """Held-out metrics (val/...) under the current weights."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume the source (data cursor)."""
+        ...
+
+    def close(self) -> None:
+        """Stop the source's processes."""
+        ...
+
+
+class PromptRollout:
+    """RLVR's source: dataset prompts -> actor_infer (n samples each) -> rule rewards."""
+
+    dataset = PromptDataset
+
+    def __init__(self, cfg: JobConfig, job: common.JobStart, actor_infer: WorkerGroup) -> None:
+        self.cfg = cfg
+        self.tokenizer, self.train_data, self.val_data = job.tokenizer, job.train_data, job.val_data
+        self.actor_infer = actor_infer
+        stop_ids = common.stop_token_ids(self.tokenizer, cfg.generation.stop)
+        self.sampling = sampling_params_from_config(cfg.generation, extra_stop_token_ids=stop_ids)
+        self.val_sampling = replace(self.sampling, n=1, temperature=0.0)
+        self.reward = WorkerGroup("reward", RewardWorker, cfg.reward, None, [0])
+        self.groups = [self.reward]
+
+    def collect(self, step: int, timer: PhaseTimer) -> tuple[Batch, dict[str, float]]:
+        """Generate for the next rollout_batch_size prompts, then score with the reward role."""
+        with timer.phase("rollout"):
+            items = self.train_data.next_batch(self.cfg.rollout_batch_size)
+            requests = make_requests(items, self.sampling, f"train{step}")
+            outputs = generate_on_replicas(self.actor_infer, requests)
+            batch = outputs_to_batch(items, outputs, self.tokenizer, self.tokenizer.pad_token_id)
+        with timer.phase("reward"):
+            rewarded = self.reward.call("score", batch.select_keys(["response_text", "answer"]))[0]
+            batch["scores"] = rewarded["scores"]
+        return batch, self.rollout_metrics(batch, rewarded.meta.get("metrics", {}))
+
+    def validate(self) -> dict[str, float]:
+        """Greedy responses on the held-out prompts: mean reward and accuracy (full score)."""
+        count = min(self.cfg.val_max_samples, len(self.val_data))
+        if count == 0:
+            return {}
+        items = [self.val_data[i] for i in range(count)]
+        outputs = generate_on_replicas(self.actor_infer, make_requests(items, self.val_sampling, "val"))
+        batch = outputs_to_batch(items, outputs, self.tokenizer, self.tokenizer.pad_token_id)
+        scores = self.reward.call("score", batch.select_keys(["response_text", "answer"]))[0]["scores"]
+        full = sum(f.weight for f in self.cfg.reward.functions if f.weight > 0)
+        return {
+            "val/reward_mean": float(scores.mean()),
+            "val/accuracy": float((scores >= full - 1e-6).float().mean()),
+            "val/response_length": float(batch.tensors["response_lengths"].float().mean()),
+        }
+
+    @staticmethod
+    def rollout_metrics(batch: Batch, reward_metrics: dict[str, float]) -> dict[str, float]:
+        """Reward, response length and truncation statistics of this step's rollouts."""
+        scores = batch["scores"]
+        lengths = batch.tensors["response_lengths"].float()
+        finish = batch["finish_reason"]
+        metrics = {
+            "reward/mean": float(scores.mean()),
+            "reward/std": float(scores.std()) if len(scores) > 1 else 0.0,
+            "reward/max": float(scores.max()),
+            "reward/min": float(scores.min()),
+            "response_length/mean": float(lengths.mean()),
+            "response_length/max": float(lengths.max()),
+            "response_length/sum": float(lengths.sum()),
+            "response_length/clip_ratio": float(np.mean([reason == "length" for reason in finish])),
+        }
+        metrics.update({k if "/" in k else f"reward/{k}": float(v) for k, v in reward_metrics.items()})
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training data cursor."""
+        return {"data": self.train_data.state_dict()}
+
+    def close(self) -> None:
+        """Stop the scoring processes."""
+        self.reward.call("close")
+
+
 class RLVRPipeline:
     """Builds the role groups for a JobConfig and runs the RL loop."""
 
-    def __init__(self, cfg: JobConfig, *, resume: bool = False) -> None:
+    def __init__(self, cfg: JobConfig, *, resume: bool = False, source: Optional[type] = None) -> None:
+        """`source` is the rollout source class (default PromptRollout), built as
+        `source(cfg, job, actor_infer)` over the dataset class it names in `source.dataset`."""
         self.cfg = cfg
-        job = common.start_job(cfg, resume, PromptDataset)
+        source = source or PromptRollout
+        job = common.start_job(cfg, resume, source.dataset)
         checkpoint, state, self.start_step = job.checkpoint, job.state, job.start_step
-        self.tokenizer, self.train_data, self.val_data = job.tokenizer, job.train_data, job.val_data
         self.kl_ctl = make_kl_controller(cfg.algorithm)
         if "kl_coef" in state:
             self.kl_ctl.value = float(state["kl_coef"])
 
-        gen = cfg.generation
-        stop_ids = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
-        self.sampling = sampling_params_from_config(gen, extra_stop_token_ids=stop_ids)
-        self.val_sampling = replace(self.sampling, n=1, temperature=0.0)
-        responses = cfg.rollout_batch_size * gen.num_samples
+        responses = cfg.rollout_batch_size * cfg.generation.num_samples
         self.optimizer_steps = (
             cfg.max_steps * cfg.algorithm.ppo_epochs * (responses // cfg.algorithm.mini_batch_size)
         )
@@ -105,9 +207,9 @@ class RLVRPipeline:
             cfg.actor_infer.device_mapping,
             seed=seed,
         )
-        self.reward = WorkerGroup("reward", RewardWorker, cfg.reward, None, [0])
+        self.rollout: RolloutSource = source(cfg, job, self.actor_infer)
         # Wait for every role to finish starting, so step 1's timings measure the step only.
-        for group in (self.actor_train, self.reference, self.critic, self.actor_infer, self.reward):
+        for group in (self.actor_train, self.reference, self.critic, self.actor_infer, *self.rollout.groups):
             if group is not None:
                 group.wait_ready()
         if checkpoint is not None:
@@ -143,13 +245,7 @@ class RLVRPipeline:
         cfg, algo = self.cfg, self.cfg.algorithm
         bar = phase_progress(None, "rollout", unit="phase")
         timer = PhaseTimer(bar)
-        with timer.phase("rollout"):
-            items = self.train_data.next_batch(cfg.rollout_batch_size)
-            outputs = generate(self.actor_infer, make_requests(items, self.sampling, f"train{step}"))
-            batch = outputs_to_batch(items, outputs, self.tokenizer, self.tokenizer.pad_token_id)
-        with timer.phase("reward"):
-            rewarded = self.reward.call("score", batch.select_keys(["response_text", "answer"]))[0]
-            batch["scores"] = rewarded["scores"]
+        batch, rollout_metrics = self.rollout.collect(step, timer)
         shards, balance = common.balance_over_dp(batch, self.actor_train.dp_size)
         model_inputs = batch.select_keys(MODEL_INPUT_KEYS)
         temperature = self.logprob_temperature
@@ -177,6 +273,7 @@ class RLVRPipeline:
                 old_log_probs=batch.old_log_probs,
                 ref_log_probs=batch.ref_log_probs if "ref_log_probs" in batch else None,
                 kl_coef=self.kl_ctl.value,
+                **{key: batch.tensors[key] for key in STEP_KEYS if key in batch},
             )
             batch["advantages"], batch["returns"] = result.advantages, result.returns
         train_keys = [*MODEL_INPUT_KEYS, "old_log_probs", "advantages", "returns"]
@@ -194,7 +291,7 @@ class RLVRPipeline:
         measured_kl = result.reward_kl if result.reward_kl is not None else metrics.get("actor/kl_loss")
         if measured_kl is not None and math.isfinite(float(measured_kl)):
             self.kl_ctl.update(float(measured_kl), len(batch))
-        metrics.update(self.rollout_metrics(batch, rewarded.meta.get("metrics", {})))
+        metrics.update(rollout_metrics)
         metrics.update(balance)
         metrics["kl_coef"] = self.kl_ctl.value
         metrics.update(timer.metrics())
@@ -234,20 +331,8 @@ class RLVRPipeline:
         return {name: sum(rank[name] for rank in per_rank) for name in per_rank[0]}
 
     def validate(self) -> dict[str, float]:
-        """Greedy responses on the held-out prompts: mean reward and accuracy (full score)."""
-        count = min(self.cfg.val_max_samples, len(self.val_data))
-        if count == 0:
-            return {}
-        items = [self.val_data[i] for i in range(count)]
-        outputs = generate(self.actor_infer, make_requests(items, self.val_sampling, "val"))
-        batch = outputs_to_batch(items, outputs, self.tokenizer, self.tokenizer.pad_token_id)
-        scores = self.reward.call("score", batch.select_keys(["response_text", "answer"]))[0]["scores"]
-        full = sum(f.weight for f in self.cfg.reward.functions if f.weight > 0)
-        return {
-            "val/reward_mean": float(scores.mean()),
-            "val/accuracy": float((scores >= full - 1e-6).float().mean()),
-            "val/response_length": float(batch.tensors["response_lengths"].float().mean()),
-        }
+        """Held-out metrics of the rollout source under the current weights."""
+        return self.rollout.validate()
 
     @staticmethod
     def advantage_metrics(batch: Batch, reward_kl: Optional[torch.Tensor]) -> dict[str, float]:
@@ -262,38 +347,20 @@ class RLVRPipeline:
             metrics["kl/reward_kl"] = float(reward_kl)
         return metrics
 
-    def rollout_metrics(self, batch: Batch, reward_metrics: dict[str, float]) -> dict[str, float]:
-        """Reward, response length and truncation statistics of this step's rollouts."""
-        scores = batch["scores"]
-        lengths = batch.tensors["response_lengths"].float()
-        finish = batch["finish_reason"]
-        metrics = {
-            "reward/mean": float(scores.mean()),
-            "reward/std": float(scores.std()) if len(scores) > 1 else 0.0,
-            "reward/max": float(scores.max()),
-            "reward/min": float(scores.min()),
-            "response_length/mean": float(lengths.mean()),
-            "response_length/max": float(lengths.max()),
-            "response_length/sum": float(lengths.sum()),
-            "response_length/clip_ratio": float(np.mean([reason == "length" for reason in finish])),
-        }
-        metrics.update({k if "/" in k else f"reward/{k}": float(v) for k, v in reward_metrics.items()})
-        return metrics
-
     def save(self, step: int) -> None:
         """Checkpoint every trainable role, then the driver state (which marks it complete)."""
         directory = common.step_dir(self.cfg, step)
         self.actor_train.call("save_checkpoint", str(directory / "actor_train"), step)
         if self.critic is not None:
             self.critic.call("save_checkpoint", str(directory / "critic"), step)
-        state = {"step": step, "data": self.train_data.state_dict(), "kl_coef": self.kl_ctl.value}
+        state = {"step": step, **self.rollout.state_dict(), "kl_coef": self.kl_ctl.value}
         common.write_driver_state(directory, state)
         logger.info("checkpoint saved: %s", directory)
 
     def shutdown(self) -> None:
-        """Close the metrics files and stop the scoring processes."""
+        """Close the metrics files and stop the rollout source's processes."""
         self.tracker.close()
-        self.reward.call("close")
+        self.rollout.close()
 
 
 def run(cfg: JobConfig, *, resume: bool = False) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from roll.distributed.batch import Batch
-from roll.distributed.worker_group import WorkerGroup
 from roll.strategies.engine import GenerationOutput, GenerationRequest, SamplingParams
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "position_ids", "response_mask")
@@ -26,19 +25,6 @@ def make_requests(
         GenerationRequest(request_id=f"{tag}-{i}", prompt_ids=list(item["prompt_ids"]), sampling=sampling)
         for i, item in enumerate(items)
     ]
-
-
-def generate(infer: WorkerGroup, requests: list[GenerationRequest]) -> list[GenerationOutput]:
-    """Spread requests over the rollout replicas (contiguous slices) and gather outputs in order."""
-    replicas = infer.world_size
-    bounds = np.linspace(0, len(requests), replicas + 1).astype(int)
-    refs, ranks = [], []
-    for rank, worker in enumerate(infer.workers):
-        chunk = requests[bounds[rank] : bounds[rank + 1]]
-        if chunk:
-            refs.append(worker.generate.remote(chunk))
-            ranks.append(rank)
-    return [output for part in infer.wait(refs, ranks) for output in part]
 
 
 def outputs_to_batch(

@@ -12,7 +12,9 @@ compare like with like. With temperature 0 (greedy) the unscaled `log_softmax(lo
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
 
 import torch
 
@@ -124,3 +126,18 @@ def sampling_params_from_config(
         stop_token_ids=tuple(stop_ids),
         seed=cfg.seed,
     )
+
+
+def generate_on_replicas(infer: Any, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+    """Spread requests over the rollout replicas of `infer` (the actor_infer WorkerGroup) in contiguous
+    slices, block until done, and return the outputs in request order; a failed replica raises
+    naming its rank."""
+    replicas = len(infer.workers)
+    bounds = np.linspace(0, len(requests), replicas + 1).astype(int)
+    refs, ranks = [], []
+    for rank, worker in enumerate(infer.workers):
+        chunk = requests[bounds[rank] : bounds[rank + 1]]
+        if chunk:
+            refs.append(worker.generate.remote(chunk))
+            ranks.append(rank)
+    return [output for part in infer.wait(refs, ranks) for output in part]
