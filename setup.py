@@ -109,7 +109,10 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
             "mypy>=1.10",
+            "gymnasium>=1.0",
         ],
+        # Agentic RL on gymnasium envs with text observations (roll/envs/gym_adapter.py).
+        "gym": ["gymnasium>=1.0"],
         # GPU clusters only: never install these on CPU machines (transformer-engine breaks
         # `import megatron.core` there, and sglang has no CPU engine).
         "gpu": [

@@ -33,16 +33,24 @@ MODEL = dict(
 )
 
 
-def prepare(out: Path, seed: int) -> None:
-    """Data, tokenizer and the random base model under `out` (idempotent: reuses what exists)."""
-    data_dir, base = out / "data", out / "base_model"
-    if not (data_dir / "val.jsonl").is_file():
-        write_quickstart_data(data_dir, seed)
+def prepare_base_model(out: Path, seed: int, model: dict | None = None) -> Path:
+    """The char tokenizer and a random tiny Qwen2 (`MODEL` sizes) in `out/base_model` (idempotent)."""
+    base = out / "base_model"
     if not (base / "model.safetensors").is_file():
         tokenizer_dir = build_char_tokenizer(out / "tokenizer")
-        save_tiny_hf_model("qwen2", base, seed=seed, vocab_size=128, tie_word_embeddings=False, **MODEL)
+        sizes = model or MODEL
+        save_tiny_hf_model("qwen2", base, seed=seed, vocab_size=128, tie_word_embeddings=False, **sizes)
         for item in tokenizer_dir.iterdir():
             shutil.copy(item, base / item.name)
+    return base
+
+
+def prepare(out: Path, seed: int) -> None:
+    """Data, tokenizer and the random base model under `out` (idempotent: reuses what exists)."""
+    data_dir = out / "data"
+    if not (data_dir / "val.jsonl").is_file():
+        write_quickstart_data(data_dir, seed)
+    prepare_base_model(out, seed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,9 @@ from workers.base import Worker
 class EnvironmentWorker(Worker):
     """One environment worker (rank r of `environment.num_workers`)."""
 
-    def __init__(self, config: EnvironmentConfig, *, tokenizer_path: str, infer: Any, **rank_info: Any) -> None:
+    def __init__(
+        self, config: EnvironmentConfig, *, tokenizer_path: str, infer: Any, **rank_info: Any
+    ) -> None:
         super().__init__(config, **rank_info)
         self.infer = infer
         self.runner = EpisodeRunner(config, load_tokenizer(tokenizer_path), self._generate)
@@ -27,7 +29,9 @@ class EnvironmentWorker(Worker):
     async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         return await asyncio.to_thread(generate_on_replicas, self.infer, requests)
 
-    def run_episodes(self, episodes: Sequence[EpisodeSpec], sampling: SamplingParams, tag: str) -> list[Trajectory]:
+    def run_episodes(
+        self, episodes: Sequence[EpisodeSpec], sampling: SamplingParams, tag: str
+    ) -> list[Trajectory]:
         """Play `episodes` concurrently (up to environment.envs_per_worker at once); trajectories in order."""
         return asyncio.run(self.runner.run(list(episodes), sampling, f"{tag}-w{self.rank}"))
 

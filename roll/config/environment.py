@@ -29,7 +29,9 @@ class ToolSpec:
 
     def __post_init__(self) -> None:
         if not self.type:
-            raise ConfigError("tool type is empty; set type to a registered tool (calculator|python) or 'pkg.mod:Tool'")
+            raise ConfigError(
+                "tool type is empty; set type to a registered tool (calculator|python) or 'pkg.mod:Tool'"
+            )
 
 
 @dataclass(kw_only=True)
@@ -49,7 +51,9 @@ class EnvSpec:
     def __post_init__(self) -> None:
         self.tools = [ToolSpec(**t) if isinstance(t, dict) else t for t in self.tools]
         if not self.type:
-            raise ConfigError("env type is empty; set type to a registered env (e.g. guess_number) or 'pkg.mod:MyEnv'")
+            raise ConfigError(
+                "env type is empty; set type to a registered env (e.g. guess_number) or 'pkg.mod:MyEnv'"
+            )
         if not self.name:
             self.name = self.type.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
 
@@ -106,4 +110,3 @@ class EnvironmentConfig:
             raise ConfigError(
                 f"environment.observation_format={self.observation_format!r} is not one of plain|chat"
             )
-

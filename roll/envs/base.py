@@ -27,7 +27,7 @@ class StepResult:
     """What `Env.step` returns (gymnasium's 5-tuple, named)."""
 
     observation: str
-    """Text shown to the policy before its next action ("" when the episode ended)."""
+    """Text shown to the policy before its next action (after the last step it is never shown)."""
     reward: float
     """Reward of this step; a trajectory's score is the sum over its steps."""
     terminated: bool
@@ -94,5 +94,7 @@ def check_step_result(name: str, result: Any) -> StepResult:
                 f"env {name!r}: StepResult.{flag} is {type(getattr(result, flag)).__name__}; it must be bool"
             )
     if not isinstance(result.info, dict):
-        raise EnvContractError(f"env {name!r}: StepResult.info is {type(result.info).__name__}; it must be a dict")
+        raise EnvContractError(
+            f"env {name!r}: StepResult.info is {type(result.info).__name__}; it must be a dict"
+        )
     return result

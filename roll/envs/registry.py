@@ -32,7 +32,9 @@ class Registry(Generic[_T]):
         def decorator(cls: type[_T]) -> type[_T]:
             existing = self._classes.get(name)
             if existing is not None and existing is not cls:
-                raise ValueError(f"{self.kind} {name!r} is already registered ({existing!r}); pick another name")
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered ({existing!r}); pick another name"
+                )
             self._classes[name] = cls
             return cls
 
@@ -46,7 +48,9 @@ class Registry(Generic[_T]):
     def resolve(self, type_name: str) -> type[_T]:
         """The class named by a registry name or a `module.path:Name` import path."""
         if not isinstance(type_name, str) or not type_name:
-            raise ValueError(f"{self.kind} type={type_name!r} must be a registered name or 'module.path:Class'")
+            raise ValueError(
+                f"{self.kind} type={type_name!r} must be a registered name or 'module.path:Class'"
+            )
         if ":" in type_name:
             return self._import(type_name)
         _import_bundled()
@@ -73,7 +77,9 @@ class Registry(Generic[_T]):
             public = [n for n in dir(module) if not n.startswith("_")]
             close = difflib.get_close_matches(attr, public, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"{self.kind} type={path!r}: module {module_name!r} has no attribute {attr!r}{hint}")
+            raise ValueError(
+                f"{self.kind} type={path!r}: module {module_name!r} has no attribute {attr!r}{hint}"
+            )
         if not callable(cls):
             raise ValueError(f"{self.kind} type={path!r} is a {type(cls).__name__}, not a class")
         return cls
@@ -82,13 +88,13 @@ class Registry(Generic[_T]):
         """Resolve `type_name` and check `args` bind to its constructor; returns the class."""
         cls = self.resolve(type_name)
         if not isinstance(args, Mapping):
-            raise ValueError(f"{self.kind} {type_name!r}: args must be a mapping of keyword arguments, got {args!r}")
+            raise ValueError(
+                f"{self.kind} {type_name!r}: args must be a mapping of keyword arguments, got {args!r}"
+            )
         signature = inspect.signature(cls)
         params = signature.parameters
         takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        accepted = [
-            n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
+        accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         for key in args:
             if key not in params and not takes_kwargs:
                 close = difflib.get_close_matches(key, accepted, n=1)
@@ -100,7 +106,9 @@ class Registry(Generic[_T]):
         try:
             signature.bind(**args)
         except TypeError as err:
-            raise ValueError(f"{self.kind} {type_name!r}: args {dict(args)} do not fit {cls.__name__}{signature}: {err}") from None
+            raise ValueError(
+                f"{self.kind} {type_name!r}: args {dict(args)} do not fit {cls.__name__}{signature}: {err}"
+            ) from None
         return cls
 
     def build(self, type_name: str, args: Mapping[str, Any]) -> _T:

@@ -60,7 +60,9 @@ def check_env_contract(spec: EnvSpec) -> None:
         if callable(close):
             close()
     if not observation:
-        raise ValueError(f"env {spec.name!r}: reset(seed) returned an empty observation; the policy needs a prompt")
+        raise ValueError(
+            f"env {spec.name!r}: reset(seed) returned an empty observation; the policy needs a prompt"
+        )
 
 
 def trajectories_to_batch(trajectories: list[Trajectory], pad_id: int) -> Batch:
@@ -172,7 +174,8 @@ class EnvRollout:
             env = names[((step - 1) * self.cfg.rollout_batch_size + group) % len(names)]
             seed = training_seed(self.cfg.seed, step, group)
             episodes += [
-                EpisodeSpec(env=env, seed=seed, group=group, sample=s) for s in range(self.cfg.generation.num_samples)
+                EpisodeSpec(env=env, seed=seed, group=group, sample=s)
+                for s in range(self.cfg.generation.num_samples)
             ]
         with timer.phase("rollout"):
             trajectories = self.play(episodes, self.sampling, f"train{step}")
@@ -209,7 +212,9 @@ class EnvRollout:
     def validate(self) -> dict[str, float]:
         """Held-out seeds per env: greedy success rate (val/success_rate) and, if asked, sampled."""
         episodes = [
-            EpisodeSpec(env=spec.name, seed=VAL_SEED_BASE + i, group=g * self.env_cfg.val_episodes + i, sample=0)
+            EpisodeSpec(
+                env=spec.name, seed=VAL_SEED_BASE + i, group=g * self.env_cfg.val_episodes + i, sample=0
+            )
             for g, spec in enumerate(self.env_cfg.envs)
             for i in range(self.env_cfg.val_episodes)
         ]

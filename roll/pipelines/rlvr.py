@@ -143,7 +143,7 @@ class PromptRollout:
 class RLVRPipeline:
     """Builds the role groups for a JobConfig and runs the RL loop."""
 
-    def __init__(self, cfg: JobConfig, *, resume: bool = False, source: Optional[type] = None) -> None:
+    def __init__(self, cfg: JobConfig, *, resume: bool = False, source: Any = None) -> None:
         """`source` is the rollout source class (default PromptRollout), built as
         `source(cfg, job, actor_infer)` over the dataset class it names in `source.dataset`."""
         self.cfg = cfg
@@ -242,7 +242,7 @@ class RLVRPipeline:
 
     def step(self, step: int) -> dict[str, Any]:
         """One RL step; returns its metrics."""
-        cfg, algo = self.cfg, self.cfg.algorithm
+        algo = self.cfg.algorithm
         bar = phase_progress(None, "rollout", unit="phase")
         timer = PhaseTimer(bar)
         batch, rollout_metrics = self.rollout.collect(step, timer)

@@ -20,6 +20,7 @@ or times out ends its trajectory (env_error | timeout) and is replaced by a fres
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
@@ -193,13 +194,22 @@ class EpisodeRunner:
             for name, spec in self.specs.items()
         }
         self.stats = {"env_instances": 0, "discarded_envs": 0}
+        self._executor = self._new_executor()
 
-    async def run(self, episodes: Sequence[EpisodeSpec], sampling: SamplingParams, tag: str) -> list[Trajectory]:
+    def _new_executor(self) -> ThreadPoolExecutor:
+        # Env calls run on this pool, not asyncio's default one, whose shutdown would wait for them.
+        return ThreadPoolExecutor(max_workers=self.cfg.envs_per_worker + 2, thread_name_prefix="roll-env")
+
+    async def run(
+        self, episodes: Sequence[EpisodeSpec], sampling: SamplingParams, tag: str
+    ) -> list[Trajectory]:
         """Play every episode (n=1 per turn request; the group's samples are separate episodes);
         returns trajectories in the order of `episodes`. `tag` makes request ids unique per call."""
         unknown = sorted({e.env for e in episodes} - set(self.specs))
         if unknown:
-            raise ValueError(f"episodes name envs {unknown} that are not in environment.envs {list(self.specs)}")
+            raise ValueError(
+                f"episodes name envs {unknown} that are not in environment.envs {list(self.specs)}"
+            )
         batcher = TurnBatcher(self.generate, self.cfg.batch_wait_s)
         slots = asyncio.Semaphore(self.cfg.envs_per_worker)
         sampling = replace(sampling, n=1)
@@ -215,17 +225,21 @@ class EpisodeRunner:
         started = time.perf_counter()
         trajectories = list(await asyncio.gather(*(play(spec) for spec in episodes)))
         logger.debug(
-            "%d episodes in %.2f s, %d generate calls", len(episodes), time.perf_counter() - started, batcher.calls
+            "%d episodes in %.2f s, %d generate calls",
+            len(episodes),
+            time.perf_counter() - started,
+            batcher.calls,
         )
         self.stats["generate_calls"] = self.stats.get("generate_calls", 0) + batcher.calls
         return trajectories
 
     def close(self) -> None:
-        """Close every idle env instance."""
+        """Close every idle env instance and the env thread pool (without waiting for stuck calls)."""
         for envs in self._idle.values():
             for env in envs:
                 _close_quietly(env)
             envs.clear()
+        self._executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ one episode
     async def _episode(
@@ -239,7 +253,12 @@ class EpisodeRunner:
         except (_EnvFailure, EnvContractError) as failure:
             self._fail(traj, failure, env)
             # The row still needs a token for the batch; it carries no policy tokens (mask 0).
-            traj.ids, traj.response_mask, traj.logprobs, traj.turn_index = [self._filler_id()], [0], [0.0], [-1]
+            traj.ids, traj.response_mask, traj.logprobs, traj.turn_index = (
+                [self._filler_id()],
+                [0],
+                [0.0],
+                [-1],
+            )
             traj.prompt_length = 1
             return traj
         if tools is not None:
@@ -309,10 +328,16 @@ class EpisodeRunner:
     async def _env_call(self, fn: Callable[..., Any], arg: Any) -> Any:
         """Run a blocking env call in a thread under step_timeout_s; failures become _EnvFailure."""
         timeout = self.cfg.step_timeout_s
+        call = asyncio.get_running_loop().run_in_executor(self._executor, fn, arg)
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn, arg), timeout)
+            return await asyncio.wait_for(call, timeout)
         except asyncio.TimeoutError:
-            raise _EnvFailure("timeout", f"{getattr(fn, '__qualname__', fn)} took longer than {timeout} s") from None
+            # Python cannot stop the stuck thread; later calls go to a fresh pool so it never starves them.
+            self._executor.shutdown(wait=False)
+            self._executor = self._new_executor()
+            raise _EnvFailure(
+                "timeout", f"{getattr(fn, '__qualname__', fn)} took longer than {timeout} s"
+            ) from None
         except Exception as err:  # user env code: any failure ends this trajectory only
             raise _EnvFailure("env_error", f"{type(err).__name__}: {err}") from None
 
@@ -322,7 +347,7 @@ class EpisodeRunner:
         logger.warning("env %s seed %d: %s: %s", traj.spec.env, traj.spec.seed, traj.termination, failure)
         # A failed env may be mid-step in its thread or in a broken state: never reuse it.
         self.stats["discarded_envs"] += 1
-        asyncio.get_running_loop().run_in_executor(None, _close_quietly, env)
+        asyncio.get_running_loop().run_in_executor(self._executor, _close_quietly, env)
 
     def _acquire(self, name: str) -> Any:
         idle = self._idle[name]

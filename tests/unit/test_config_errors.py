@@ -147,7 +147,7 @@ BAD_CONFIGS = [
     (["generation.top_p=0"], "generation.top_p=0.0 must be in (0, 1]"),
     (["generation.top_k=0"], "generation.top_k=0 must be -1 (disabled) or >= 1"),
     (["generation.temperature=-1"], "generation.temperature=-1.0 must be >= 0"),
-    (["pipeline=ppo"], "pipeline='ppo' is not one of rlvr|sft"),
+    (["pipeline=ppo"], "pipeline='ppo' is not one of rlvr|sft|agentic"),
     (["max_steps=0"], "max_steps=0 must be >= 1"),
     (["reward.functions=[]"], "reward.functions is empty"),
     (["reward.timeout_s=0"], "reward.timeout_s=0.0 must be > 0"),
