@@ -1,6 +1,6 @@
 """Environment worker: a CPU Ray actor hosting many env instances and playing multi-turn episodes.
 
-A thin shell around `roll.strategies.env_rollout.EpisodeRunner`: it owns the tokenizer and the
+An async Ray actor (its episodes are asyncio tasks). An async Ray actor (its episodes are asyncio tasks). A thin shell around `roll.strategies.env_rollout.EpisodeRunner`: it owns the tokenizer and the
 env pool, and reaches the rollout engines through the actor_infer WorkerGroup's handles (turns of
 all its running trajectories are batched into one `generate` call per round).
 """
@@ -29,11 +29,11 @@ class EnvironmentWorker(Worker):
     async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         return await asyncio.to_thread(generate_on_replicas, self.infer, requests)
 
-    def run_episodes(
+    async def run_episodes(
         self, episodes: Sequence[EpisodeSpec], sampling: SamplingParams, tag: str
     ) -> list[Trajectory]:
         """Play `episodes` concurrently (up to environment.envs_per_worker at once); trajectories in order."""
-        return asyncio.run(self.runner.run(list(episodes), sampling, f"{tag}-w{self.rank}"))
+        return await self.runner.run(list(episodes), sampling, f"{tag}-w{self.rank}")
 
     def stats(self) -> dict[str, int]:
         """Counters since start: env instances built / discarded, generate calls, tool calls and errors."""

@@ -67,7 +67,7 @@ class _CursorDataset:
 
     def _finish(self, seed: int, shuffle: bool, num_rows: int) -> None:
         self.stats["rows"], self.stats["kept"] = num_rows, len(self.items)
-        if not self.items:
+        if num_rows and not self.items:  # no rows at all (no val_path) is an empty split, not an error
             raise ValueError(
                 f"{type(self).__name__}: none of the {num_rows} rows is usable ({self.stats}); check data.prompt_key/"
                 "answer_key/response_key and raise data.max_prompt_length/max_length if rows are overlong"

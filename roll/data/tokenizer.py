@@ -1,5 +1,6 @@
 """Tokenizer loading from a local directory (never the hub), with the pad token defaulting to eos."""
 
+import json
 from pathlib import Path
 
 
@@ -12,7 +13,16 @@ def load_tokenizer(path: str | Path):
             f"tokenizer directory {str(path)!r} does not exist; set data.tokenizer_path (or the model path) "
             "to a local directory holding tokenizer.json / tokenizer_config.json"
         )
-    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    config = Path(path) / "tokenizer_config.json"
+    declared = json.loads(config.read_text()).get("tokenizer_class") if config.is_file() else None
+    if declared == "PreTrainedTokenizerFast":
+        # AutoTokenizer would pick the class of config.json's model_type (e.g. Qwen2Tokenizer), whose
+        # own pre-tokenizer silently drops spaces and newlines of a tokenizer.json built for another scheme.
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ValueError(

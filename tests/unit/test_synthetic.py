@@ -77,3 +77,23 @@ def test_write_quickstart_data(tmp_path):
     assert not {operands(r) for r in files["val"]} & {
         operands(r) for r in files["train_sft"] + files["train_rl"]
     }
+
+
+def test_char_tokenizer_in_a_model_dir_keeps_every_character(tmp_path):
+    """Beside a model's config.json the char tokenizer must still encode spaces and newlines (a plain
+    AutoTokenizer would load the model type's tokenizer class, which drops them)."""
+    import shutil
+
+    from roll.data.synthetic import build_char_tokenizer
+    from roll.data.tokenizer import load_tokenizer
+    from roll.models.tiny import save_tiny_hf_model
+
+    model_dir = save_tiny_hf_model("qwen2", tmp_path / "model")
+    for item in build_char_tokenizer(tmp_path / "tok").iterdir():
+        shutil.copy(item, model_dir / item.name)
+    tokenizer = load_tokenizer(model_dir)
+    text = "Guess a number from 1 to 8.\n4\n4 is too low.\n"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text)
+    assert tokenizer.decode(ids) == text
+    assert tokenizer("\n", add_special_tokens=False)["input_ids"] == [tokenizer.convert_tokens_to_ids("\n")]
