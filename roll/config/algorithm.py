@@ -23,8 +23,7 @@ class AlgorithmConfig:
     """Everything that turns rewards into a policy (and value) loss."""
 
     advantage_estimator: str = "grpo"
-    """grpo | gae (PPO, needs a critic) | rloo | reinforce_plus_plus | reinforce_plus_plus_baseline |
-    gigpo (agentic, step-level). In pipeline=agentic, grpo on trajectory scores is StarPO."""
+    """grpo (StarPO on agentic episodes) | gae (needs a critic) | rloo | reinforce_plus_plus(_baseline) | gigpo."""
     norm_adv_by_std: bool = True
     """GRPO: divide by the group std; false gives Dr.GRPO."""
     gigpo_step_weight: float = 1.0

@@ -39,8 +39,7 @@ class EnvSpec:
     """One environment the rollouts of a step are drawn from (groups go round-robin over the list)."""
 
     type: str = ""
-    """Registry name (guess_number | frozen_lake | sokoban | countdown | math | gymnasium | ...) or import
-    path "my_pkg.my_envs:MyEnv"."""
+    """Registry name (guess_number | frozen_lake | sokoban | countdown | math | gymnasium) or "pkg.mod:MyEnv"."""
     args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the env's constructor."""
     name: str = ""

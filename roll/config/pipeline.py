@@ -101,8 +101,7 @@ class JobConfig:
     max_steps: int = 10
     """Pipeline steps (RL: rollout+update rounds; SFT: optimizer steps)."""
     rollout_batch_size: int = 8
-    """RL: prompts (agentic: env groups of one seed) per step; responses (trajectories) per step =
-    rollout_batch_size x generation.num_samples."""
+    """RL: prompts (agentic: env seed groups) per step, each sampled generation.num_samples times."""
     train_batch_size: int = 8
     """SFT: samples per optimizer step (global batch)."""
     val_every: int = 0

@@ -21,7 +21,8 @@ def test_schema_reaches_every_config_class():
     names = {cls.__name__ for cls in CLASSES}
     assert names == {
         "JobConfig", "WorkerConfig", "OptimizerConfig", "StrategyConfig", "GenerationConfig",
-        "AlgorithmConfig", "DataConfig", "RewardConfig", "RewardFunctionConfig",
+        "AlgorithmConfig", "DataConfig", "RewardConfig", "RewardFunctionConfig", "EnvironmentConfig",
+        "EnvSpec", "ToolSpec",
     }  # fmt: skip
 
 
@@ -36,7 +37,7 @@ def test_every_field_has_a_one_line_doc(cls):
 
 def test_field_docs_reads_the_literal_under_each_field():
     docs = field_docs(JobConfig)
-    assert docs["pipeline"] == "Which pipeline runs: rlvr | sft."
+    assert docs["pipeline"] == "Which pipeline runs: rlvr | sft | agentic (multi-turn episodes in environments)."
     assert docs["seed"] == "Global seed (data order, init, sampling)."
 
 
