@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from roll.config.environment import EnvSpec
+from roll.config.errors import ConfigError
 from roll.config.pipeline import JobConfig
 from roll.distributed.batch import Batch
 from roll.distributed.ray_runtime import RayRuntime
@@ -49,18 +50,23 @@ def training_seed(job_seed: int, step: int, group: int) -> int:
 
 
 def check_env_contract(spec: EnvSpec) -> None:
-    """Build the env once on the driver, reset it and take one step, checking the returned types, so a
-    broken env fails before any worker starts with one line naming the env and the fix."""
-    env = ENVS.build(spec.type, spec.args)
+    """Build the env once on the driver, reset it and take one (empty) step, checking the returned
+    types, so a broken env fails before any worker starts: one ConfigError line naming the env."""
     try:
-        observation, _ = check_reset_result(spec.name, env.reset(0))
-        check_step_result(spec.name, env.step(""))
-    finally:
-        close = getattr(env, "close", None)
-        if callable(close):
-            close()
+        env = ENVS.build(spec.type, spec.args)
+        try:
+            observation, _ = check_reset_result(spec.name, env.reset(0))
+            check_step_result(spec.name, env.step(""))
+        finally:
+            close = getattr(env, "close", None)
+            if callable(close):
+                close()
+    except Exception as err:  # user env code: any failure is reported as a config error naming the env
+        raise ConfigError(
+            f"env {spec.name!r} failed its start-up check: {type(err).__name__}: {err}"
+        ) from None
     if not observation:
-        raise ValueError(
+        raise ConfigError(
             f"env {spec.name!r}: reset(seed) returned an empty observation; the policy needs a prompt"
         )
 

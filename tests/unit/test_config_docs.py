@@ -37,7 +37,9 @@ def test_every_field_has_a_one_line_doc(cls):
 
 def test_field_docs_reads_the_literal_under_each_field():
     docs = field_docs(JobConfig)
-    assert docs["pipeline"] == "Which pipeline runs: rlvr | sft | agentic (multi-turn episodes in environments)."
+    assert (
+        docs["pipeline"] == "Which pipeline runs: rlvr | sft | agentic (multi-turn episodes in environments)."
+    )
     assert docs["seed"] == "Global seed (data order, init, sampling)."
 
 

@@ -270,3 +270,86 @@ def test_unknown_env_in_episodes_is_a_clear_error(char_setup):
     tokenizer, model_dir = char_setup
     with pytest.raises(ValueError, match="not in environment.envs"):
         play(env_config(), tokenizer, RecordingEngine(model_dir), episodes(1, 1, env="nope"))
+
+
+class ScriptedPolicy:
+    """An engine whose policy is a script: turn k of every trajectory answers `texts[k]` (+ EOS).
+    It exercises the loop's handling of chosen actions (tool calls) that a random model never emits."""
+
+    def __init__(self, tokenizer, texts: list[str]) -> None:
+        self.tokenizer, self.texts = tokenizer, texts
+
+    async def generate(self, requests):
+        from roll.strategies.engine import GeneratedSample, GenerationOutput
+
+        outputs = []
+        for request in requests:
+            turn = int(request.request_id.rsplit("-t", 1)[1])
+            ids = self.tokenizer(self.texts[turn], add_special_tokens=False)["input_ids"] + [
+                self.tokenizer.eos_token_id
+            ]
+            sample = GeneratedSample(token_ids=ids, logprobs=[-0.5] * len(ids), finish_reason="stop")
+            outputs.append(
+                GenerationOutput(
+                    request_id=request.request_id, prompt_ids=request.prompt_ids, samples=[sample]
+                )
+            )
+        return outputs
+
+
+def test_tool_call_output_is_an_observation_and_the_env_is_not_stepped(char_setup):
+    from roll.envs.bundled.countdown import Countdown
+    from roll.envs.bundled.tools import Calculator
+
+    tokenizer, _ = char_setup
+    env = Countdown()
+    env.reset(5)
+    call = '<tool_call>{"name": "calculator", "arguments": {"expression": "%s"}}</tool_call>' % env.solution
+    policy = ScriptedPolicy(tokenizer, [call, f"<answer>{env.solution}</answer>"])
+    cfg = EnvironmentConfig(envs=[{"type": "countdown", "tools": [{"type": "calculator"}]}], max_turns=4)
+    (traj,) = play(cfg, tokenizer, policy, [EpisodeSpec(env="countdown", seed=5, group=0, sample=0)])
+    assert traj.tool_calls == 1 and traj.num_turns == 2
+    assert traj.step_rewards == [0.0, 1.0] and traj.success and traj.termination == "terminated"
+    observed = tokenizer.decode(
+        [t for t, m in zip(traj.ids, traj.response_mask) if m == 0], skip_special_tokens=True
+    )
+    assert "calculator" in observed.split("\n", 1)[1]  # the tool instructions follow the first observation
+    result = Calculator()(expression=env.solution)
+    assert f"<tool_response>\n{result}\n</tool_response>" in observed
+    assert traj.step_states[1] != traj.step_states[0]  # the policy acted after seeing the tool's answer
+
+
+def test_chat_observations_equal_the_template_rendering_of_the_whole_conversation(char_setup):
+    """Incremental chat turns (first observation, response ids with EOS, each next observation's delta)
+    give the ids of the chat template applied to the whole conversation at once."""
+    from roll.data.templates import ObservationEncoder
+
+    tokenizer, _ = char_setup
+    tokenizer.chat_template = (
+        "{% for m in messages %}[{{ m['role'] }}]\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]\n{% endif %}"
+    )
+    encoder = ObservationEncoder(tokenizer, "chat")
+    observations, actions = ["Guess 1 to 8.", "4 is too low.", "6 is too high."], ["4", "6"]
+    ids = encoder.first(observations[0])
+    for action, observation in zip(actions, observations[1:]):
+        ids += tokenizer(action, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids += encoder.next(observation)
+    messages = [{"role": "user", "content": observations[0]}]
+    for action, observation in zip(actions, observations[1:]):
+        messages += [{"role": "assistant", "content": action}, {"role": "user", "content": observation}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
+    tokenizer.chat_template = None
+
+
+def test_start_up_contract_check_names_the_env_and_the_fix():
+    from roll.config.environment import EnvSpec
+    from roll.config.errors import ConfigError
+    from roll.pipelines.agentic import check_env_contract
+
+    check_env_contract(EnvSpec(type="guess_number"))
+    with pytest.raises(ConfigError) as err:
+        check_env_contract(EnvSpec(type="test_bad_types", name="bad"))
+    assert "env 'bad'" in str(err.value) and "return roll.envs.StepResult(" in str(err.value)
+    assert "\n" not in str(err.value)
