@@ -65,6 +65,7 @@ EVERY_TOKEN = SamplingParams(temperature=1.0, max_new_tokens=4, stop_token_ids=t
 
 def test_workers_play_groups_against_the_engine(setup):
     infer, tokenizer_dir = setup
+    tokenizer = load_tokenizer(tokenizer_dir)
     cfg = EnvironmentConfig(
         envs=[{"type": "guess_number", "args": {"low": 1, "high": 8}}], max_turns=3, num_workers=2
     )

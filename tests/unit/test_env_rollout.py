@@ -2,6 +2,7 @@
 termination reasons, env failures, batching of concurrent trajectories, determinism."""
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -304,7 +305,8 @@ def test_tool_call_output_is_an_observation_and_the_env_is_not_stepped(char_setu
     tokenizer, _ = char_setup
     env = Countdown()
     env.reset(5)
-    call = '<tool_call>{"name": "calculator", "arguments": {"expression": "%s"}}</tool_call>' % env.solution
+    payload = json.dumps({"name": "calculator", "arguments": {"expression": env.solution}})
+    call = f"<tool_call>{payload}</tool_call>"
     policy = ScriptedPolicy(tokenizer, [call, f"<answer>{env.solution}</answer>"])
     cfg = EnvironmentConfig(envs=[{"type": "countdown", "tools": [{"type": "calculator"}]}], max_turns=4)
     (traj,) = play(cfg, tokenizer, policy, [EpisodeSpec(env="countdown", seed=5, group=0, sample=0)])
