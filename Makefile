@@ -1,6 +1,6 @@
 # Common commands for ROLL development; `make` alone lists them.
 #
-#   make setup | test | lint | format | quickstart | bench | clean
+#   make setup | test | lint | format | quickstart | quickstart-agentic | bench | clean
 #   make test ARGS="tests/unit -x"     # extra pytest arguments
 
 VENV ?= $(or $(ROLL_VENV),.venv)
@@ -9,10 +9,10 @@ RUFF := $(VENV)/bin/ruff
 LINT_PATHS := roll workers tests launch bench setup.py
 BENCHES := $(sort $(wildcard bench/bench_*.py))
 
-.PHONY: help setup test lint format quickstart bench clean
+.PHONY: help setup test lint format quickstart quickstart-agentic bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
 setup:  ## create .venv and install ROLL (idempotent)
 	bash launch/setup_env.sh
@@ -31,6 +31,9 @@ format:  ## apply ruff format and the safe ruff fixes
 
 quickstart:  ## the CPU quickstart end to end
 	bash launch/quickstart.sh
+
+quickstart-agentic:  ## the CPU agentic quickstart (multi-turn GRPO on guess-the-number)
+	bash launch/quickstart_agentic.sh
 
 bench:  ## run every bench/bench_*.py in turn (stops at the first failure)
 	@set -e; for bench in $(BENCHES); do echo "== $$bench"; $(PYTHON) $$bench; done

@@ -31,6 +31,7 @@ from roll.envs.base import check_reset_result, check_step_result
 from roll.envs.registry import ENVS
 from roll.pipelines import common
 from roll.pipelines.rlvr import RLVRPipeline
+from roll.pipelines.rollout import padded_token_rows
 from roll.strategies.engine import SamplingParams, sampling_params_from_config
 from roll.strategies.env_rollout import TERMINATIONS, EpisodeSpec, Trajectory
 from roll.utils.logging import get_logger
@@ -76,34 +77,26 @@ def trajectories_to_batch(trajectories: list[Trajectory], pad_id: int) -> Batch:
 
     `step_state_ids` (B, K) numbers the distinct state keys of the batch (-1 = no such turn); only
     equality matters, within a group."""
-    size = len(trajectories)
-    width = max(len(t.ids) for t in trajectories)
+    rows = padded_token_rows(
+        [t.ids for t in trajectories],
+        [t.response_mask for t in trajectories],
+        [t.logprobs for t in trajectories],
+        pad_id,
+    )
+    size, width = rows["input_ids"].shape
     turns = max(1, max(t.num_turns for t in trajectories))
-    input_ids = torch.full((size, width), pad_id, dtype=torch.int64)
-    attention_mask = torch.zeros(size, width, dtype=torch.int64)
-    response_mask = torch.zeros(size, width, dtype=torch.float32)
-    rollout_log_probs = torch.zeros(size, width, dtype=torch.float32)
     turn_index = torch.full((size, width), -1, dtype=torch.int64)
     step_rewards = torch.zeros(size, turns, dtype=torch.float32)
     step_state_ids = torch.full((size, turns), -1, dtype=torch.int64)
     state_ids: dict[str, int] = {}
     for row, traj in enumerate(trajectories):
-        length = len(traj.ids)
-        input_ids[row, :length] = torch.tensor(traj.ids, dtype=torch.int64)
-        attention_mask[row, :length] = 1
-        response_mask[row, :length] = torch.tensor(traj.response_mask, dtype=torch.float32)
-        rollout_log_probs[row, :length] = torch.tensor(traj.logprobs, dtype=torch.float32)
-        turn_index[row, :length] = torch.tensor(traj.turn_index, dtype=torch.int64)
+        turn_index[row, : len(traj.ids)] = torch.tensor(traj.turn_index, dtype=torch.int64)
         step_rewards[row, : traj.num_turns] = torch.tensor(traj.step_rewards, dtype=torch.float32)
         for k, state in enumerate(traj.step_states):
             step_state_ids[row, k] = state_ids.setdefault(state, len(state_ids))
     return Batch.from_dict(
         {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "position_ids": torch.arange(width, dtype=torch.int64).expand(size, width).clone(),
-            "response_mask": response_mask,
-            "rollout_log_probs": rollout_log_probs,
+            **rows,
             "turn_index": turn_index,
             "step_rewards": step_rewards,
             "step_state_ids": step_state_ids,
