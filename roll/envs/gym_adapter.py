@@ -17,11 +17,12 @@ from typing import Any, Literal, Optional
 
 from roll.envs.base import StepResult
 from roll.envs.parsing import (
-    EPISODE_OVER,
     ParseError,
     check_float,
     check_int,
+    episode_over,
     extract_answer,
+    invalid_step,
     parse_int,
     preview,
 )
@@ -97,20 +98,11 @@ class GymnasiumEnv:
                 f"gymnasium env {self.env_id!r}: step called before reset(seed); call reset first"
             )
         if self._done:
-            info = {"success": False, "invalid_action": True, "state": self._state}
-            return StepResult(
-                observation=EPISODE_OVER, reward=0.0, terminated=True, truncated=False, info=info
-            )
+            return episode_over(self._invalid_info())
         parsed = self._parse(action)
         if isinstance(parsed, ParseError):
-            info = {"success": False, "invalid_action": True, "state": self._state}
-            return StepResult(
-                observation=f"Invalid action: {parsed.message}. {self.allowed_actions()}\n",
-                reward=self.invalid_penalty,
-                terminated=False,
-                truncated=False,
-                info=info,
-            )
+            observation = f"Invalid action: {parsed.message}. {self.allowed_actions()}\n"
+            return invalid_step(observation, self.invalid_penalty, self._invalid_info())
         observation, reward, terminated, truncated, gym_info = self._env.step(parsed)
         self._observe(observation)
         reward, terminated, truncated = float(reward), bool(terminated), bool(truncated)
@@ -148,6 +140,9 @@ class GymnasiumEnv:
                 f"{preview(text)} is not one of {', '.join(self._action_map)} nor an action number"
             )
         return number
+
+    def _invalid_info(self) -> dict[str, Any]:
+        return {"success": False, "invalid_action": True, "state": self._state}
 
     def _observe(self, observation: Any) -> None:
         self._text = str(self._env.render()) if self._render else str(observation)

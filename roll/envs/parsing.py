@@ -1,4 +1,4 @@
-"""Action parsing and constructor-argument checks shared by the bundled text environments.
+"""Action parsing, constructor-argument checks and step results shared by the bundled text environments.
 
 Parsers never raise: on any input they return a value or a `ParseError` whose message the env puts
 in its invalid-action observation. Lengths are checked before any regex runs, so an overlong action
@@ -8,6 +8,10 @@ digits, which a policy should not be rewarded for.
     text = extract_answer(action, max_chars=2000)       # "<answer> 4 </answer>" -> "4"
     guess = parse_int(text, 1, 8) if isinstance(text, str) else text
     if isinstance(guess, ParseError): ...               # guess.message: "'4.5' is not an integer"
+
+The step results the envs build alike live here too: `invalid_step`, `episode_over`, `limited_step`
+(a move under a step limit) and `graded_step` with `attempts_left` (an answer out of a bounded
+number of attempts).
 """
 
 import math
@@ -16,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
+
+from roll.envs.base import StepResult
 
 OPEN_TAG = "<answer>"
 CLOSE_TAG = "</answer>"
@@ -114,6 +120,43 @@ def parse_number(text: str) -> Fraction | ParseError:
             return ParseError(f"{preview(text)} divides by zero")
         value /= Fraction(denominator)
     return value
+
+
+def invalid_step(observation: str, penalty: float, info: dict[str, Any]) -> StepResult:
+    """The result of an invalid action: `observation` says why, reward `penalty`, the episode goes on."""
+    return StepResult(observation=observation, reward=penalty, terminated=False, truncated=False, info=info)
+
+
+def episode_over(info: dict[str, Any]) -> StepResult:
+    """The result of a step taken after the episode ended: EPISODE_OVER, reward 0.0, terminated."""
+    return StepResult(observation=EPISODE_OVER, reward=0.0, terminated=True, truncated=False, info=info)
+
+
+def graded_step(observation: str, correct: bool, done: bool, info: dict[str, Any]) -> StepResult:
+    """The result of a graded answer: reward 1.0 if `correct`, else 0.0; terminated when `done`."""
+    return StepResult(
+        observation=observation, reward=1.0 if correct else 0.0, terminated=done, truncated=False, info=info
+    )
+
+
+def limited_step(
+    observation: str, reward: float, terminated: bool, out_of_steps: bool, info: dict[str, Any]
+) -> StepResult:
+    """The result of a move under a step limit: truncated, with "Out of steps." appended to
+    `observation`, when the move did not end the episode and `out_of_steps`."""
+    truncated = not terminated and out_of_steps
+    if truncated:
+        observation += "Out of steps.\n"
+    return StepResult(
+        observation=observation, reward=reward, terminated=terminated, truncated=truncated, info=info
+    )
+
+
+def attempts_left(left: int) -> str:
+    """Feedback on the attempts still open: "No attempts left.", "1 attempt left.", "3 attempts left."."""
+    if left == 0:
+        return "No attempts left."
+    return f"{left} attempt{'s' if left > 1 else ''} left."
 
 
 def check_int(owner: str, name: str, value: Any, low: int, high: int | None = None) -> int:

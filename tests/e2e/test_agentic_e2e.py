@@ -7,6 +7,7 @@ Ray environment workers, Megatron on gloo and the native engine), and exact resu
   request ids, so the resumed run replays the same episodes with the same weights.
 """
 
+import math
 import re
 import subprocess
 import sys
@@ -93,3 +94,21 @@ def test_agentic_run_resumes_exactly(quickstart, tmp_path):
             "actor/grad_norm",
         ):
             assert got[step][key] == pytest.approx(expected[step][key], rel=1e-6, abs=1e-7), (step, key)
+
+
+def test_gigpo_trains_through_the_same_update_path(quickstart, tmp_path):
+    out, _ = quickstart
+    overrides = [
+        f"seed={SEED}",
+        "val_every=0",
+        "tensorboard=false",
+        "max_steps=2",
+        f"output_dir={tmp_path / 'gigpo'}",
+        f"actor_train.model_path={out / 'sft' / 'hf_model'}",
+        "algorithm.advantage_estimator=gigpo",
+    ]
+    run_roll(roll_train_command("configs/agentic/guess_number.yaml", overrides), tmp_path / "gigpo.log")
+    metrics = read_metrics(tmp_path / "gigpo")
+    for step in (1, 2):
+        assert math.isfinite(metrics[step]["actor/loss"]) and metrics[step]["actor/grad_norm"] > 0
+        assert math.isfinite(metrics[step]["advantages/mean"])

@@ -29,7 +29,17 @@ from fractions import Fraction
 from typing import Any
 
 from roll.envs.base import StepResult
-from roll.envs.parsing import EPISODE_OVER, ParseError, check_float, check_int, extract_answer, preview
+from roll.envs.parsing import (
+    ParseError,
+    attempts_left,
+    check_float,
+    check_int,
+    episode_over,
+    extract_answer,
+    graded_step,
+    invalid_step,
+    preview,
+)
 from roll.envs.registry import register_env
 from roll.rewards.rule_countdown import UnsafeExpression, evaluate_arithmetic
 
@@ -158,43 +168,25 @@ class Countdown:
         if not self.numbers:
             raise RuntimeError("Countdown.step called before reset(seed); call reset first")
         if self._done:
-            return StepResult(
-                observation=EPISODE_OVER, reward=0.0, terminated=True, truncated=False, info=self._info(True)
-            )
+            return episode_over(self._info(True))
         text = extract_answer(action, self.max_action_chars)
         checked = check_expression(text, self.numbers) if isinstance(text, str) else text
         if isinstance(checked, ParseError):
-            return StepResult(
-                observation=(
-                    f"Invalid answer: {checked.message}. Answer with one expression, "
-                    "e.g. <answer>(1 + 2) * 3</answer>.\n"
-                ),
-                reward=self.invalid_penalty,
-                terminated=False,
-                truncated=False,
-                info=self._info(True),
+            observation = (
+                f"Invalid answer: {checked.message}. Answer with one expression, "
+                "e.g. <answer>(1 + 2) * 3</answer>.\n"
             )
+            return invalid_step(observation, self.invalid_penalty, self._info(True))
         expression, value = checked
         self._attempts += 1
-        if value == self.target:
-            self._done = self._success = True
-            return StepResult(
-                observation=f"{expression} = {self.target}. Correct!\n",
-                reward=1.0,
-                terminated=True,
-                truncated=False,
-                info=self._info(False),
-            )
         left = self.max_attempts - self._attempts
-        self._done = left == 0
-        tail = "No attempts left." if self._done else f"{left} attempt{'s' if left > 1 else ''} left."
-        return StepResult(
-            observation=f"{expression} = {value}, not {self.target}. {tail}\n",
-            reward=0.0,
-            terminated=self._done,
-            truncated=False,
-            info=self._info(False),
-        )
+        self._success = value == self.target
+        self._done = self._success or left == 0
+        if self._success:
+            observation = f"{expression} = {self.target}. Correct!\n"
+        else:
+            observation = f"{expression} = {value}, not {self.target}. {attempts_left(left)}\n"
+        return graded_step(observation, self._success, self._done, self._info(False))
 
     def _state(self) -> str:
         return (

@@ -24,11 +24,13 @@ from typing import Any
 
 from roll.envs.base import StepResult
 from roll.envs.parsing import (
-    EPISODE_OVER,
     ParseError,
     check_float,
     check_int,
+    episode_over,
     extract_answer,
+    invalid_step,
+    limited_step,
     parse_choice,
 )
 from roll.envs.registry import register_env
@@ -128,19 +130,12 @@ class FrozenLake:
         if not self._grid:
             raise RuntimeError("FrozenLake.step called before reset(seed); call reset first")
         if self._done:
-            return StepResult(
-                observation=EPISODE_OVER, reward=0.0, terminated=True, truncated=False, info=self._info(True)
-            )
+            return episode_over(self._info(True))
         text = extract_answer(action, self.max_action_chars)
         move = parse_choice(text, ACTIONS) if isinstance(text, str) else text
         if isinstance(move, ParseError):
-            return StepResult(
-                observation=f"Invalid action: {move.message}. Answer with one of: {', '.join(ACTIONS)}.\n",
-                reward=self.invalid_penalty,
-                terminated=False,
-                truncated=False,
-                info=self._info(True),
-            )
+            observation = f"Invalid action: {move.message}. Answer with one of: {', '.join(ACTIONS)}.\n"
+            return invalid_step(observation, self.invalid_penalty, self._info(True))
         if self.slippery:
             move = self._rng.choice((move, *PERPENDICULAR[move]))
         d_row, d_col = MOVES[move]
@@ -155,17 +150,11 @@ class FrozenLake:
             self._success = True
         elif cell == "H":
             observation, terminated = observation + "You fell into a hole.\n", True
-        truncated = not terminated and self._steps >= self.max_steps
-        if truncated:
-            observation += "Out of steps.\n"
-        self._done = terminated or truncated
-        return StepResult(
-            observation=observation,
-            reward=reward,
-            terminated=terminated,
-            truncated=truncated,
-            info=self._info(False),
+        result = limited_step(
+            observation, reward, terminated, self._steps >= self.max_steps, self._info(False)
         )
+        self._done = result.terminated or result.truncated
+        return result
 
     def render(self) -> str:
         """The grid with P on the player's cell, one row per line, ending with a newline."""

@@ -13,7 +13,15 @@ import random
 from typing import Any
 
 from roll.envs.base import StepResult
-from roll.envs.parsing import EPISODE_OVER, ParseError, check_float, check_int, extract_answer, parse_int
+from roll.envs.parsing import (
+    ParseError,
+    check_float,
+    check_int,
+    episode_over,
+    extract_answer,
+    invalid_step,
+    parse_int,
+)
 from roll.envs.registry import register_env
 
 
@@ -57,22 +65,14 @@ class GuessNumber:
         if self._target is None:
             raise RuntimeError("GuessNumber.step called before reset(seed); call reset first")
         if self._done:
-            return StepResult(
-                observation=EPISODE_OVER, reward=0.0, terminated=True, truncated=False, info=self._info(True)
-            )
+            return episode_over(self._info(True))
         text = extract_answer(action, self.max_action_chars)
         guess = parse_int(text, self.low, self.high) if isinstance(text, str) else text
         if isinstance(guess, ParseError):
             observation = (
                 f"Invalid guess: {guess.message}. Answer with one integer from {self.low} to {self.high}.\n"
             )
-            return StepResult(
-                observation=observation,
-                reward=self.invalid_penalty,
-                terminated=False,
-                truncated=False,
-                info=self._info(True),
-            )
+            return invalid_step(observation, self.invalid_penalty, self._info(True))
         self._guesses += 1
         lo, hi = self._feasible
         if guess == self._target:

@@ -23,7 +23,17 @@ from fractions import Fraction
 from typing import Any
 
 from roll.envs.base import StepResult
-from roll.envs.parsing import EPISODE_OVER, ParseError, check_float, check_int, extract_answer, parse_number
+from roll.envs.parsing import (
+    ParseError,
+    attempts_left,
+    check_float,
+    check_int,
+    episode_over,
+    extract_answer,
+    graded_step,
+    invalid_step,
+    parse_number,
+)
 from roll.envs.registry import register_env
 
 _NAMES = ("Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jo")
@@ -191,41 +201,24 @@ class MathEnv:
         if not self._key:
             raise RuntimeError("MathEnv.step called before reset(seed); call reset first")
         if self._done:
-            return StepResult(
-                observation=EPISODE_OVER, reward=0.0, terminated=True, truncated=False, info=self._info(True)
-            )
+            return episode_over(self._info(True))
         text = extract_answer(action, self.max_action_chars, require_tag=True)
         value = parse_number(text) if isinstance(text, str) else text
         if isinstance(value, ParseError):
-            return StepResult(
-                observation=f"Invalid answer: {value.message}. Give one number, e.g. <answer>42</answer>.\n",
-                reward=self.invalid_penalty,
-                terminated=False,
-                truncated=False,
-                info=self._info(True),
-            )
+            observation = f"Invalid answer: {value.message}. Give one number, e.g. <answer>42</answer>.\n"
+            return invalid_step(observation, self.invalid_penalty, self._info(True))
         assert isinstance(text, str)
         shown = text if len(text) <= 24 else text[:24] + "..."
         self._attempts += 1
-        if value == self.answer:
-            self._done = self._success = True
-            return StepResult(
-                observation=f"{shown} is correct!\n",
-                reward=1.0,
-                terminated=True,
-                truncated=False,
-                info=self._info(False),
-            )
         left = self.max_attempts - self._attempts
-        self._done = left == 0
-        tail = "" if self._done else f" {left} attempt{'s' if left > 1 else ''} left."
-        return StepResult(
-            observation=f"{shown} is incorrect.{tail}\n",
-            reward=0.0,
-            terminated=self._done,
-            truncated=False,
-            info=self._info(False),
-        )
+        self._success = value == self.answer
+        self._done = self._success or left == 0
+        if self._success:
+            observation = f"{shown} is correct!\n"
+        else:
+            tail = "" if self._done else " " + attempts_left(left)
+            observation = f"{shown} is incorrect.{tail}\n"
+        return graded_step(observation, self._success, self._done, self._info(False))
 
     def _state(self) -> str:
         return f"{self._key}:{self.max_attempts - self._attempts}"

@@ -30,7 +30,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from roll.envs.base import StepResult
-from roll.envs.parsing import EPISODE_OVER, ParseError, check_float, check_int, extract_answer, parse_choice
+from roll.envs.parsing import (
+    ParseError,
+    check_float,
+    check_int,
+    episode_over,
+    extract_answer,
+    invalid_step,
+    limited_step,
+    parse_choice,
+)
 from roll.envs.registry import register_env
 
 Pos = tuple[int, int]
@@ -301,19 +310,12 @@ class Sokoban:
         """Move (and maybe push); see the module docstring for the observations and rewards."""
         level = self.level
         if self._done:
-            return StepResult(
-                observation=EPISODE_OVER, reward=0.0, terminated=True, truncated=False, info=self._info(True)
-            )
+            return episode_over(self._info(True))
         text = extract_answer(action, self.max_action_chars)
         choice = parse_choice(text, ACTIONS) if isinstance(text, str) else text
         if isinstance(choice, ParseError):
-            return StepResult(
-                observation=f"Invalid action: {choice.message}. Answer with one of: {', '.join(ACTIONS)}.\n",
-                reward=self.invalid_penalty,
-                terminated=False,
-                truncated=False,
-                info=self._info(True),
-            )
+            observation = f"Invalid action: {choice.message}. Answer with one of: {', '.join(ACTIONS)}.\n"
+            return invalid_step(observation, self.invalid_penalty, self._info(True))
         self._level, on_target_delta = move(level, choice)
         self._steps += 1
         reward = self.step_penalty + self.box_reward * on_target_delta
@@ -322,17 +324,11 @@ class Sokoban:
         if terminated:
             reward += 1.0
             observation += "All boxes are on targets!\n"
-        truncated = not terminated and self._steps >= self.max_steps
-        if truncated:
-            observation += "Out of steps.\n"
-        self._done = terminated or truncated
-        return StepResult(
-            observation=observation,
-            reward=reward,
-            terminated=terminated,
-            truncated=truncated,
-            info=self._info(False),
+        result = limited_step(
+            observation, reward, terminated, self._steps >= self.max_steps, self._info(False)
         )
+        self._done = result.terminated or result.truncated
+        return result
 
     def _info(self, invalid: bool) -> dict[str, Any]:
         level = self.level
