@@ -94,13 +94,21 @@ def format_plan(cfg: JobConfig) -> str:
         )  # fmt: skip
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    if cfg.pipeline == "rlvr":
+    if cfg.environment is not None:
+        env = cfg.environment
+        names = ", ".join(spec.name for spec in env.envs)
+        lines.append(
+            f"environment: {env.num_workers} CPU worker(s) x up to {env.envs_per_worker} episodes at once; "
+            f"envs {names}; <= {env.max_turns} turns, <= {env.max_context_tokens} tokens per episode"
+        )
+    if cfg.pipeline in ("rlvr", "agentic"):
         responses = cfg.rollout_batch_size * cfg.generation.num_samples
         optimizer_steps = responses // cfg.algorithm.mini_batch_size * cfg.algorithm.ppo_epochs
+        unit = ("seed groups", "episodes") if cfg.pipeline == "agentic" else ("prompts", "responses")
         lines.append(
-            f"per step: {cfg.rollout_batch_size} prompts x {cfg.generation.num_samples} samples = "
-            f"{responses} responses, {optimizer_steps} optimizer step(s) of "
-            f"{cfg.algorithm.mini_batch_size} responses"
+            f"per step: {cfg.rollout_batch_size} {unit[0]} x {cfg.generation.num_samples} samples = "
+            f"{responses} {unit[1]}, {optimizer_steps} optimizer step(s) of "
+            f"{cfg.algorithm.mini_batch_size} {unit[1]}"
         )
     else:
         lines.append(f"per step: {cfg.train_batch_size} samples, 1 optimizer step")

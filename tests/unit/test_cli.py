@@ -75,6 +75,14 @@ def test_format_plan_counts_optimizer_steps():
     assert "128 responses, 4 optimizer step(s) of 32 responses" in format_plan(cfg)
 
 
+def test_format_plan_of_an_agentic_job_counts_episodes_and_env_workers():
+    cfg = load_config(str(REPO / "configs/agentic/countdown.yaml"))
+    plan = format_plan(cfg)
+    assert "environment: 4 CPU worker(s) x up to 64 episodes at once; envs countdown" in plan
+    # 32 seed groups x 8 samples = 256 episodes in mini-batches of 64.
+    assert "256 episodes, 4 optimizer step(s) of 64 episodes" in plan
+
+
 def test_missing_entry_point_module_is_a_one_line_error():
     with pytest.raises(CliError, match="cannot import roll.pipelines.no_such_pipeline"):
         _import_entry_point("roll.pipelines.no_such_pipeline:run")
