@@ -218,7 +218,20 @@ class EnvRollout:
             for i in range(self.env_cfg.val_episodes)
         ]
         greedy = replace(self.sampling, temperature=0.0)
-        metrics = episode_metrics(self.play(episodes, greedy, "val"), "val/")
+        played = self.play(episodes, greedy, "val")
+        metrics = episode_metrics(played, "val/")
+        # One greedy episode per env in the log shows what the policy actually does.
+        for spec in self.env_cfg.envs:
+            traj = next(t for t in played if t.spec.env == spec.name)
+            text = self.tokenizer.decode(traj.ids, skip_special_tokens=True)
+            logger.info(
+                "val episode (%s, seed %d, %s, reward %.2f):\n%s",
+                spec.name,
+                traj.spec.seed,
+                traj.termination,
+                traj.reward,
+                text if len(text) <= 2000 else text[:2000] + " ...",
+            )
         if self.env_cfg.val_sampled:
             sampled = episode_metrics(self.play(episodes, self.sampling, "valsample"), "val_sampled/")
             metrics.update({k: v for k, v in sampled.items() if "termination/" not in k})
