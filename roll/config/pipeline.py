@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from roll.config.algorithm import AlgorithmConfig
+from roll.config.cluster import ClusterConfig
 from roll.config.environment import EnvironmentConfig
 from roll.config.errors import ConfigError
 from roll.config.generation import GenerationConfig
@@ -114,6 +115,8 @@ class JobConfig:
     """Log metrics every N steps."""
     tensorboard: bool = True
     """Also write TensorBoard events under output_dir/tensorboard."""
+    cluster: Optional[ClusterConfig] = None
+    """GPU cluster shape (nodes, GPUs per node, GPU memory); enables placement checks at --validate."""
     ray_address: Optional[str] = None
     """Ray cluster address; None starts a local Ray on 127.0.0.1."""
     weight_sync_bucket_mb: float = 64.0
@@ -158,6 +161,7 @@ class JobConfig:
 
 
 _NESTED = {
+    "cluster": ClusterConfig,
     "actor_train": WorkerConfig,
     "actor_infer": WorkerConfig,
     "reference": WorkerConfig,

@@ -10,6 +10,7 @@ when the algorithm uses it. `reference` is never derived from `actor_train` behi
 KL without a `reference:` section is an error whose fix says what to add.
 """
 
+from roll.config.cluster import ClusterConfig, replica_groups
 from roll.config.errors import ConfigError
 from roll.config.pipeline import JobConfig
 from roll.config.worker import WorkerConfig
@@ -26,6 +27,8 @@ def validate_job(cfg: JobConfig) -> None:
     for role, worker, is_rollout in roles_in_use(cfg):
         _check_strategy(role, worker, ROLLOUT_STRATEGIES if is_rollout else TRAIN_STRATEGIES)
         _check_layout(role, worker, is_rollout=is_rollout)
+        if cfg.cluster is not None:
+            _check_placement(role, worker, cfg.cluster)
     if cfg.pipeline in ("rlvr", "agentic"):
         _check_rlvr(cfg)
     else:
@@ -110,6 +113,25 @@ def _check_layout(role: str, worker: WorkerConfig, *, is_rollout: bool) -> None:
             f"{role}: expert_parallel({ep}) does not divide data_parallel({worker.data_parallel}) x "
             f"context_parallel({cp}) = {dp_cp}; pick an expert_parallel that divides {dp_cp} or add devices"
         )
+
+
+def _check_placement(role: str, worker: WorkerConfig, cluster: ClusterConfig) -> None:
+    beyond = [d for d in worker.device_mapping if d >= cluster.num_gpus]
+    if beyond:
+        raise ConfigError(
+            f"{role}.device_mapping uses device ids {beyond[:4]} but cluster.num_nodes({cluster.num_nodes}) x "
+            f"gpus_per_node({cluster.gpus_per_node}) = {cluster.num_gpus} GPUs have ids 0-{cluster.num_gpus - 1}; "
+            "lower the ids or raise cluster.num_nodes"
+        )
+    # Rank order puts tensor parallelism innermost: a TP group (a rollout replica) is consecutive devices.
+    for group in replica_groups(worker.device_mapping, worker.tensor_parallel):
+        nodes = sorted({cluster.node_of(d) for d in group})
+        if len(nodes) > 1:
+            raise ConfigError(
+                f"{role}: tensor_parallel({worker.tensor_parallel}) group on devices {group} spans nodes {nodes} "
+                f"(gpus_per_node={cluster.gpus_per_node}); TP traffic must stay inside a node: align "
+                "device_mapping to node boundaries or lower tensor_parallel"
+            )
 
 
 def _check_rlvr(cfg: JobConfig) -> None:

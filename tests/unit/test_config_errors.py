@@ -154,6 +154,20 @@ BAD_CONFIGS = [
     (["data.template=jinja"], "data.template='jinja' is not one of plain|chat"),
     (["data.train_path=''"], "data.train_path is empty"),
     (["val_every=5"], "val_every=5 needs data.val_path, which is null"),
+    # Placement on the declared cluster.
+    (
+        ["cluster={num_nodes: 1, gpus_per_node: 4}"],
+        "actor_train.device_mapping uses device ids [4, 5, 6, 7] but cluster.num_nodes(1) x gpus_per_node(4) = 4 GPUs",
+    ),
+    (
+        ["cluster={num_nodes: 2, gpus_per_node: 4}", "actor_infer.tensor_parallel=8"],
+        "actor_infer: tensor_parallel(8) group on devices [0, 1, 2, 3, 4, 5, 6, 7] spans nodes [0, 1]",
+    ),
+    (
+        ["cluster={num_nodes: 3, gpus_per_node: 3}", "actor_train.device_mapping=1-8"],
+        "actor_train: tensor_parallel(2) group on devices [5, 6] spans nodes [1, 2]",
+    ),
+    (["cluster={gpus_per_node: 0}"], "cluster.gpus_per_node=0 must be >= 1"),
     # Overrides themselves.
     (["actor_train.tensor_parallel"], "override 'actor_train.tensor_parallel' is not key=value"),
     (["actor_infer.model_path=${actor_train.model_pth}"], "cannot resolve an interpolation"),
