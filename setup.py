@@ -265,8 +265,10 @@ def main() -> None:
             "gym": ["gymnasium>=1.0"],
             # GPU clusters only: never install these on CPU machines (transformer-engine breaks
             # `import megatron.core` there, and sglang has no CPU engine).
+            # sglang versions checked by tests/unit/test_sglang_conformance.py (roll/strategies/sglang_engine.py).
+            "sglang": ["sglang>=0.5.6,<=0.5.23"],
             "gpu": [
-                "sglang>=0.4.6",
+                "sglang>=0.5.6,<=0.5.23",
                 "transformer-engine[pytorch]>=2.0",
             ],
         },

@@ -15,6 +15,7 @@ from roll.config.errors import ConfigError
 from roll.config.pipeline import JobConfig
 from roll.config.worker import WorkerConfig
 from roll.envs.registry import ENVS, TOOLS
+from roll.strategies.sglang_server_args import check_sglang_args
 
 TRAIN_STRATEGIES = ("megatron_train",)
 ROLLOUT_STRATEGIES = ("native", "sglang")
@@ -26,6 +27,11 @@ def validate_job(cfg: JobConfig) -> None:
     """Raise `ConfigError` on the first cross-field rule `cfg` breaks."""
     for role, worker, is_rollout in roles_in_use(cfg):
         _check_strategy(role, worker, ROLLOUT_STRATEGIES if is_rollout else TRAIN_STRATEGIES)
+        if worker.strategy.name == "sglang":
+            try:
+                check_sglang_args(worker.strategy.args)
+            except ValueError as err:
+                raise ConfigError(f"{role}.strategy.args: {err}") from None
         _check_layout(role, worker, is_rollout=is_rollout)
         if cfg.cluster is not None:
             _check_placement(role, worker, cfg.cluster)

@@ -154,6 +154,10 @@ BAD_CONFIGS = [
     (["data.template=jinja"], "data.template='jinja' is not one of plain|chat"),
     (["data.train_path=''"], "data.train_path is empty"),
     (["val_every=5"], "val_every=5 needs data.val_path, which is null"),
+    (
+        ["actor_infer.strategy.args={mem_fracton_static: 0.5}"],
+        "actor_infer.strategy.args: 'mem_fracton_static' is not a field of sglang",
+    ),
     # Placement on the declared cluster.
     (
         ["cluster={num_nodes: 1, gpus_per_node: 4}"],
