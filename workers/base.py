@@ -8,15 +8,25 @@ a thin shell: it owns a strategy/engine/reward computer from `roll/` and forward
 import os
 from typing import Any
 
+from roll.distributed.ray_runtime import node_listen_address
+from roll.platform.network import is_loopback, socket_interface_env
+
 
 def set_rank_env(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
-    """Export the torch.distributed env:// variables of this rank within its role's group."""
+    """Export the torch.distributed env:// variables of this rank within its role's group, and the
+    gloo/NCCL interface that its transports listen on.
+
+    A loopback `master_addr` means a local run (`node_listen_address` chose it): every listener
+    stays on loopback. On a cluster each rank listens on its own node's chosen address.
+    """
+    listen_address = master_addr if is_loopback(master_addr) else node_listen_address()
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world_size),
         LOCAL_RANK="0",
         MASTER_ADDR=master_addr,
         MASTER_PORT=str(master_port),
+        **socket_interface_env(listen_address),
     )
 
 
