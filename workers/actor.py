@@ -4,6 +4,7 @@ Thin Ray shells around `MegatronTrainStrategy`: the reference is an actor whose 
 optimizer; the critic is the same strategy with a value head and the critic loss.
 """
 
+import time
 from typing import Any
 
 import torch
@@ -12,13 +13,16 @@ from roll.algorithms.loss_fns import make_actor_loss_fn, make_critic_loss_fn, ma
 from roll.config.algorithm import AlgorithmConfig
 from roll.config.worker import WorkerConfig
 from roll.distributed.batch import Batch
-from roll.platform import init_distributed
+from roll.distributed.weight_sync import WeightSyncMember, join_group, member_of, rendezvous_endpoint
+from roll.platform import current_device, init_distributed
 from roll.strategies.megatron_train import MegatronTrainStrategy
 from roll.strategies.minibatch import train_mini_batches
 from roll.utils.logging import get_logger
 from workers.base import set_rank_env
 
 logger = get_logger(__name__)
+
+_NO_SYNC = {"sync/tensors": 0.0, "sync/bytes": 0.0, "sync/buckets": 0.0, "time/sync_send": 0.0}
 
 
 class MegatronRole:
@@ -68,6 +72,11 @@ class MegatronRole:
 class ActorWorker(MegatronRole):
     """Policy: log-probs (old or reference), PPO-style updates, weight sync to the rollout engines."""
 
+    def __init__(self, config: WorkerConfig, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.weight_sync_groups: dict[str, WeightSyncMember] = {}
+        """Weight-sync groups this rank sends in, by name (built by the driver at the first sync)."""
+
     def compute_log_probs(
         self, batch: Batch, *, key: str = "old_log_probs", temperature: float = 1.0
     ) -> Batch:
@@ -109,15 +118,17 @@ class ActorWorker(MegatronRole):
         return {f"sft/{name}": value for name, value in metrics.items()}
 
     def sync_weights(self, infer_workers: list, bucket_bytes: int) -> dict[str, float]:
-        """Send HF-named weights of this PP stage to every rollout engine, in buckets of ~bucket_bytes.
+        """Object-store weight sync (the fallback transport): send HF-named weights of this PP stage to
+        every rollout engine as lists of CPU tensors in buckets of ~bucket_bytes.
 
         Every TP rank of DP replica 0 takes part (the TP gather is collective); TP rank 0 sends.
         """
         import ray
 
+        start = time.perf_counter()
         info = self.parallel_info()
         if info["dp_rank"] != 0:
-            return {"sync/tensors": 0.0, "sync/bytes": 0.0, "sync/buckets": 0.0}
+            return dict(_NO_SYNC)
         sender = info["tp_rank"] == 0
         bucket: list[tuple[str, torch.Tensor]] = []
         sent_tensors = sent_bytes = sent_buckets = bucket_size = 0
@@ -141,13 +152,50 @@ class ActorWorker(MegatronRole):
             sent_bytes += size
             if bucket_size >= bucket_bytes:
                 flush()
-        if sender:
-            flush()
+        if not sender:
+            return dict(_NO_SYNC)
+        flush()
         return {
             "sync/tensors": float(sent_tensors),
             "sync/bytes": float(sent_bytes),
             "sync/buckets": float(sent_buckets),
+            "time/sync_send": time.perf_counter() - start,
         }
+
+    # ---- collective weight sync (roll/distributed/weight_sync.py) -------------------------------
+
+    def weight_sync_endpoint(self) -> tuple[str, int, str]:
+        """(listen address, free port, backend) for a weight-sync group rendezvous hosted here."""
+        return rendezvous_endpoint(current_device())
+
+    def join_weight_sync(self, name: str, **member_args: Any) -> None:
+        """Join weight-sync group `name` as a sender (blocks until every member has joined)."""
+        join_group(self.weight_sync_groups, name, device=current_device(), **member_args)
+
+    def sync_weights_collective(self, name: str, sources: list[int], bucket_bytes: int) -> dict[str, float]:
+        """One collective sync: the senders of group `name` broadcast their PP stage in the order of
+        `sources` (group ranks); returns this rank's sync/* metrics (zero unless it sends).
+
+        Every TP rank of DP replica 0 runs the TP gather of its stage; TP rank 0 is the sender. A
+        sender takes part in the other stages' broadcasts too (a broadcast spans the whole group).
+        """
+        start = time.perf_counter()
+        info = self.parallel_info()
+        if info["dp_rank"] != 0:
+            return dict(_NO_SYNC)
+        if info["tp_rank"] != 0:
+            for _ in self.strategy.iter_hf_weights():
+                pass
+            return dict(_NO_SYNC)
+        member = member_of(self.weight_sync_groups, name)
+        metrics = dict(_NO_SYNC)
+        for src in sources:
+            if src == member.rank:
+                metrics = member.send(self.strategy.iter_hf_weights(), bucket_bytes)
+            else:
+                member.receive(src)
+        metrics["time/sync_send"] = time.perf_counter() - start
+        return metrics
 
 
 class CriticWorker(MegatronRole):

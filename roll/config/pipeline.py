@@ -15,6 +15,7 @@ from roll.config.generation import GenerationConfig
 from roll.config.worker import WorkerConfig
 
 PIPELINES = ("rlvr", "sft", "agentic")
+WEIGHT_SYNC_TRANSPORTS = ("collective", "object_store")
 
 
 @dataclass(kw_only=True)
@@ -121,6 +122,10 @@ class JobConfig:
     """Ray cluster address; None starts a local Ray on 127.0.0.1."""
     weight_sync_bucket_mb: float = 64.0
     """Bucket size (MiB) of actor_train -> actor_infer weight sync."""
+    weight_sync_transport: str = "collective"
+    """Weight sync transport: collective (process group, flat buckets) | object_store (Ray, fallback)."""
+    weight_sync_timeout_s: float = 300.0
+    """Time limit (s) of each collective weight-sync operation: a dead or stuck member fails the step."""
     actor_train: WorkerConfig = field(default_factory=WorkerConfig)
     """The policy being trained (Megatron)."""
     actor_infer: WorkerConfig = field(
@@ -158,6 +163,15 @@ class JobConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0 (0 disables)")
         if self.weight_sync_bucket_mb <= 0:
             raise ConfigError(f"weight_sync_bucket_mb={self.weight_sync_bucket_mb} must be > 0")
+        if self.weight_sync_transport not in WEIGHT_SYNC_TRANSPORTS:
+            raise ConfigError(
+                f"weight_sync_transport={self.weight_sync_transport!r} is not one of "
+                f"{'|'.join(WEIGHT_SYNC_TRANSPORTS)}; collective is the default, object_store the fallback"
+            )
+        if not self.weight_sync_timeout_s > 0:
+            raise ConfigError(
+                f"weight_sync_timeout_s={self.weight_sync_timeout_s} must be > 0 (seconds, e.g. 300)"
+            )
 
 
 _NESTED = {

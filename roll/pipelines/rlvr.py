@@ -27,6 +27,7 @@ from roll.config.worker import WorkerConfig
 from roll.data.datasets import PromptDataset
 from roll.distributed.batch import Batch
 from roll.distributed.ray_runtime import RayRuntime
+from roll.distributed.weight_sync import make_weight_sync
 from roll.distributed.worker_group import WorkerGroup
 from roll.pipelines import common
 from roll.pipelines.rollout import MODEL_INPUT_KEYS, make_requests, outputs_to_batch
@@ -212,6 +213,13 @@ class RLVRPipeline:
         for group in (self.actor_train, self.reference, self.critic, self.actor_infer, *self.rollout.groups):
             if group is not None:
                 group.wait_ready()
+        self.weight_sync = make_weight_sync(
+            cfg.weight_sync_transport,
+            self.actor_train,
+            self.actor_infer,
+            bucket_bytes=int(cfg.weight_sync_bucket_mb * 2**20),
+            timeout_s=cfg.weight_sync_timeout_s,
+        )
         if checkpoint is not None:
             self.sync_weights()
         self.tracker = common.open_tracker(cfg, resume, self.start_step)
@@ -323,12 +331,10 @@ class RLVRPipeline:
         return self.cfg.generation.temperature or 1.0
 
     def sync_weights(self) -> dict[str, float]:
-        """actor_train's weights -> every rollout engine, as HF-named buckets; sync/* metrics summed
-        over the sending ranks (one per PP stage)."""
-        bucket_bytes = int(self.cfg.weight_sync_bucket_mb * 2**20)
-        per_rank = self.actor_train.call("sync_weights", self.actor_infer.workers, bucket_bytes)
-        self.actor_infer.call("finish_weight_update")
-        return {name: sum(rank[name] for rank in per_rank) for name in per_rank[0]}
+        """actor_train's weights -> every rollout engine, as HF-named buckets over the configured
+        transport (collective | object_store); sync/* metrics summed over the sending ranks (one per
+        PP stage), time/sync_send of the slowest sender."""
+        return self.weight_sync.sync()
 
     def validate(self) -> dict[str, float]:
         """Held-out metrics of the rollout source under the current weights."""

@@ -1,8 +1,11 @@
-"""Weight sync on a real local Ray cluster: actor_train (Megatron, TP2 on 2 CPU slots) -> native engine.
+"""Weight sync on a real local Ray cluster: actor_train (Megatron, TP2 on 2 CPU slots) -> 2 native engines.
 
-One policy update changes the TP-sharded weights; `ActorWorker.sync_weights` sends them as HF-named
-tensors in small buckets; afterwards the engine's per-token log-probs equal the trainer's (teacher
-forced on a fixed batch, and on the engine's own greedy generations), and differ from before.
+One policy update changes the TP-sharded weights; the object-store transport (`ActorWorker.sync_weights`)
+sends them as HF-named tensors in small buckets; afterwards the engines' per-token log-probs equal the
+trainer's (teacher forced on a fixed batch, and on the engine's own greedy generations), and differ
+from before. Then the collective transport (`CollectiveWeightSync`: TP rank 0 broadcasts flat buckets
+over a gloo weight-update group) does the same with tiny buckets, and again over the same group.
+PP2 senders and failures: tests/ray/test_weight_sync_collective.py.
 """
 
 import os
@@ -17,6 +20,7 @@ from roll.config.worker import OptimizerConfig, WorkerConfig
 from roll.distributed.batch import Batch
 from roll.distributed.ray_runtime import RayRuntime
 from roll.distributed.resource_manager import ResourceManager, RolePlacement
+from roll.distributed.weight_sync import ALIGN, CollectiveWeightSync
 from roll.distributed.worker_group import WorkerGroup
 from roll.models.tiny import save_tiny_hf_model
 from roll.strategies.engine import GenerationRequest, SamplingParams
@@ -69,7 +73,7 @@ def groups(tmp_path_factory):
     try:
         with RayRuntime(num_cpus=2):
             resources = ResourceManager(
-                [RolePlacement("actor_train", [0, 1]), RolePlacement("actor_infer", [0])], use_gpu=False
+                [RolePlacement("actor_train", [0, 1]), RolePlacement("actor_infer", [0, 1])], use_gpu=False
             )
             train_cfg = WorkerConfig(
                 model_path=str(model),
@@ -80,12 +84,12 @@ def groups(tmp_path_factory):
                 optimizer=OptimizerConfig(lr=1e-2, grad_clip=0.0),
             )
             infer_cfg = WorkerConfig(
-                model_path=str(model), strategy={"name": "native"}, dtype="fp32", device_mapping=[0]
+                model_path=str(model), strategy={"name": "native"}, dtype="fp32", device_mapping=[0, 1]
             )
             actor = WorkerGroup(
                 "actor_train", ActorWorker, train_cfg, resources, [0, 1], algorithm=AlgorithmConfig(), seed=0
             )
-            infer = WorkerGroup("actor_infer", ProbeInferWorker, infer_cfg, resources, [0], seed=0)
+            infer = WorkerGroup("actor_infer", ProbeInferWorker, infer_cfg, resources, [0, 1], seed=0)
             yield model, actor, infer
             actor.kill()
             infer.kill()
@@ -188,3 +192,62 @@ def test_greedy_generation_log_probs_match_trainer_after_sync(groups):
     engine = torch.tensor([s.logprobs for s in samples])
     trainer = actor_log_probs(actor, fixed_batch(input_ids, PROMPT))[:, PROMPT:]
     torch.testing.assert_close(engine, trainer, atol=1e-5, rtol=0)
+
+
+def update_policy(actor: WorkerGroup, batch: Batch, seed: int) -> torch.Tensor:
+    """One PPO step with random advantages; returns the trainer's log-probs after it."""
+    before = actor_log_probs(actor, batch)
+    advantages = (
+        torch.randn(BATCH, SEQ, generator=torch.Generator().manual_seed(seed)) * batch["response_mask"]
+    )
+    extra = {"old_log_probs": before, "advantages": advantages, "returns": torch.zeros(BATCH, SEQ)}
+    actor.dispatch_dp(
+        "train",
+        batch.union(Batch.from_dict(extra)),
+        collect=False,
+        mini_batch_size=BATCH,
+        epochs=1,
+        kl_coef=0.0,
+        seed=0,
+        temperature=1.0,
+    )
+    after = actor_log_probs(actor, batch)
+    assert (after - before)[batch["response_mask"].bool()].abs().max() > 1e-2, "the update changed nothing"
+    return after
+
+
+def test_collective_sync_tp2_tiny_buckets_both_engines_match(groups):
+    model_dir, actor, infer = groups
+    batch = fixed_batch(
+        torch.randint(0, VOCAB, (BATCH, SEQ), generator=torch.Generator().manual_seed(2)), PROMPT
+    )
+    after = update_policy(actor, batch, seed=2)
+    assert not torch.allclose(engine_log_probs(infer, batch["input_ids"]), after, atol=1e-4)
+    seen = [len(buckets) for buckets in infer.call("received_buckets")]
+
+    sync = CollectiveWeightSync(actor, infer, bucket_bytes=BUCKET_BYTES, timeout_s=60)
+    metrics = sync.sync()
+    for replica in infer.call("token_log_probs", batch["input_ids"]):
+        torch.testing.assert_close(replica, after, atol=1e-5, rtol=0)
+
+    # Both replicas load every HF tensor once, in buckets of at most BUCKET_BYTES (aligned offsets;
+    # a bigger tensor travels alone); the metrics count what the one sender (TP rank 0) sent.
+    for before, buckets in zip(seen, infer.call("received_buckets")):
+        buckets = buckets[before:]
+        assert len(buckets) > 4
+        for bucket in buckets:
+            sizes = [size for _, size in bucket]
+            assert (
+                len(sizes) == 1 or sum(-(-s // ALIGN) * ALIGN for s in sizes[:-1]) + sizes[-1] <= BUCKET_BYTES
+            )
+        assert sorted(name for bucket in buckets for name, _ in bucket) == sorted(hf_tensor_names(model_dir))
+        assert metrics["sync/buckets"] == len(buckets)
+        assert metrics["sync/bytes"] == sum(size for bucket in buckets for _, size in bucket)
+    assert metrics["sync/tensors"] == len(hf_tensor_names(model_dir))
+    assert metrics["time/sync_send"] > 0
+
+    # The next step's sync reuses the group built by the first one.
+    after = update_policy(actor, batch, seed=3)
+    sync.sync()
+    for replica in infer.call("token_log_probs", batch["input_ids"]):
+        torch.testing.assert_close(replica, after, atol=1e-5, rtol=0)
