@@ -94,6 +94,13 @@ def format_plan(cfg: JobConfig) -> str:
         )  # fmt: skip
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    for role, worker, is_rollout in roles_in_use(cfg):
+        if is_rollout:
+            replicas = worker.world_size // worker.tensor_parallel
+            lines.append(
+                f"{role}: {replicas} engine replica(s) of tensor_parallel {worker.tensor_parallel}; "
+                "requests are balanced over replicas by outstanding tokens"
+            )
     if cfg.environment is not None:
         env = cfg.environment
         names = ", ".join(spec.name for spec in env.envs)

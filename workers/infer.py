@@ -16,7 +16,7 @@ import torch
 from roll.config.worker import WorkerConfig
 from roll.distributed.weight_sync import WeightSyncMember, join_group, member_of
 from roll.platform import current_device
-from roll.strategies.engine import GenerationOutput, GenerationRequest
+from roll.strategies.engine import GenerationOutput, GenerationRequest, request_cost
 from roll.strategies.registry import build_rollout_engine
 from workers.base import Worker
 
@@ -28,12 +28,22 @@ class InferWorker(Worker):
         super().__init__(config, **rank_info)
         self.engine = build_rollout_engine(config, seed=seed + self.rank)
         self.weight_version = 0
+        self._outstanding = 0  # tokens of the requests now in `generate` (n x (prompt + max_new_tokens))
         self.weight_sync_groups: dict[str, WeightSyncMember] = {}
         """Weight-sync groups this replica receives in, by name (built by the driver at the first sync)."""
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         """Complete every request (n samples each)."""
-        return await self.engine.generate(list(requests))
+        cost = sum(request_cost(r) for r in requests)
+        self._outstanding += cost
+        try:
+            return await self.engine.generate(list(requests))
+        finally:
+            self._outstanding -= cost
+
+    async def outstanding_tokens(self) -> int:
+        """Token budget of the requests this replica is working on (callers balance replicas by it)."""
+        return self._outstanding
 
     async def update_weights(self, named_tensors: Sequence[tuple[str, torch.Tensor]]) -> int:
         """Copy one bucket of HF-named tensors into the engine; returns the number of tensors."""

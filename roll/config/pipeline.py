@@ -12,6 +12,7 @@ from roll.config.cluster import ClusterConfig
 from roll.config.environment import EnvironmentConfig
 from roll.config.errors import ConfigError
 from roll.config.generation import GenerationConfig
+from roll.config.timeouts import TimeoutConfig
 from roll.config.worker import WorkerConfig
 
 PIPELINES = ("rlvr", "sft", "agentic")
@@ -126,6 +127,8 @@ class JobConfig:
     """Weight sync transport: collective (process group, flat buckets) | object_store (Ray, fallback)."""
     weight_sync_timeout_s: float = 300.0
     """Time limit (s) of each collective weight-sync operation: a dead or stuck member fails the step."""
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+    """Time limits of the driver's waits on role workers: a hung worker fails the step."""
     actor_train: WorkerConfig = field(default_factory=WorkerConfig)
     """The policy being trained (Megatron)."""
     actor_infer: WorkerConfig = field(
@@ -176,6 +179,7 @@ class JobConfig:
 
 _NESTED = {
     "cluster": ClusterConfig,
+    "timeouts": TimeoutConfig,
     "actor_train": WorkerConfig,
     "actor_infer": WorkerConfig,
     "reference": WorkerConfig,

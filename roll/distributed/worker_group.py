@@ -34,6 +34,9 @@ CALL_TIMEOUTS = {
     "train_sft": "train_s",
     "sync_weights": "sync_s",
     "finish_weight_update": "sync_s",
+    "join_weight_sync": "sync_s",
+    "sync_weights_collective": "sync_s",
+    "receive_weights": "sync_s",
     "save_checkpoint": "checkpoint_s",
     "export_hf": "checkpoint_s",
 }

@@ -158,6 +158,7 @@ class EnvRollout:
             self.env_cfg,
             None,
             list(range(self.env_cfg.num_workers)),
+            timeouts=cfg.timeouts,
             tokenizer_path=cfg.data.tokenizer_path or cfg.actor_train.model_path,
             infer=actor_infer,
         )
@@ -204,7 +205,7 @@ class EnvRollout:
             if part:
                 refs.append(worker.run_episodes.remote(part, sampling, tag))
                 ranks.append(rank)
-        played = [traj for part in self.workers.wait(refs, ranks) for traj in part]
+        played = [traj for part in self.workers.wait(refs, ranks, call="run_episodes") for traj in part]
         order = {(t.spec.group, t.spec.sample): t for t in played}
         return [order[(e.group, e.sample)] for e in episodes]
 

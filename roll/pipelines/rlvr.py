@@ -22,6 +22,7 @@ import torch
 from roll.algorithms.advantages import compute_advantages
 from roll.algorithms.kl_control import make_kl_controller
 from roll.algorithms.stats import masked_mean
+from roll.config.cluster import replica_groups
 from roll.config.pipeline import JobConfig
 from roll.config.worker import WorkerConfig
 from roll.data.datasets import PromptDataset
@@ -82,7 +83,7 @@ class PromptRollout:
         stop_ids = common.stop_token_ids(self.tokenizer, cfg.generation.stop)
         self.sampling = sampling_params_from_config(cfg.generation, extra_stop_token_ids=stop_ids)
         self.val_sampling = replace(self.sampling, n=1, temperature=0.0)
-        self.reward = WorkerGroup("reward", RewardWorker, cfg.reward, None, [0])
+        self.reward = WorkerGroup("reward", RewardWorker, cfg.reward, None, [0], timeouts=cfg.timeouts)
         self.groups = [self.reward]
 
     def collect(self, step: int, timer: PhaseTimer) -> tuple[Batch, dict[str, float]]:
@@ -173,6 +174,7 @@ class RLVRPipeline:
             common.with_checkpoint(cfg.actor_train, checkpoint, "actor_train"),
             self.resources,
             cfg.actor_train.device_mapping,
+            timeouts=cfg.timeouts,
             algorithm=algo,
             seed=seed,
             lr_decay_steps=self.optimizer_steps,
@@ -185,6 +187,7 @@ class RLVRPipeline:
                 cfg.reference,
                 self.resources,
                 cfg.reference.device_mapping,
+                timeouts=cfg.timeouts,
                 algorithm=algo,
                 seed=seed,
             )
@@ -196,16 +199,20 @@ class RLVRPipeline:
                 common.with_checkpoint(cfg.critic, checkpoint, "critic"),
                 self.resources,
                 cfg.critic.device_mapping,
+                timeouts=cfg.timeouts,
                 algorithm=algo,
                 seed=seed,
                 lr_decay_steps=self.optimizer_steps,
             )
+        # One rollout worker per engine replica (a TP group of devices), placed on its first device.
+        replicas = replica_groups(cfg.actor_infer.device_mapping, cfg.actor_infer.tensor_parallel)
         self.actor_infer = WorkerGroup(
             "actor_infer",
             InferWorker,
             cfg.actor_infer,
             self.resources,
-            cfg.actor_infer.device_mapping,
+            [group[0] for group in replicas],
+            timeouts=cfg.timeouts,
             seed=seed,
         )
         self.rollout: RolloutSource = source(cfg, job, self.actor_infer)

@@ -39,6 +39,7 @@ class SFTPipeline:
             common.with_checkpoint(cfg.actor_train, checkpoint, "actor_train"),
             self.resources,
             cfg.actor_train.device_mapping,
+            timeouts=cfg.timeouts,
             algorithm=cfg.algorithm,
             seed=cfg.seed,
             lr_decay_steps=cfg.max_steps,

@@ -12,9 +12,8 @@ compare like with like. With temperature 0 (greedy) the unscaled `log_softmax(lo
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Optional, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
 from roll.config.generation import GenerationConfig
@@ -127,16 +126,42 @@ def sampling_params_from_config(
     )
 
 
+def request_cost(request: GenerationRequest) -> int:
+    """Tokens a request may occupy in an engine: n x (prompt + max_new_tokens)."""
+    sampling = request.sampling
+    return sampling.n * (len(request.prompt_ids) + sampling.max_new_tokens)
+
+
+def assign_to_replicas(costs: Sequence[int], outstanding: Sequence[int]) -> list[int]:
+    """Replica index per request: largest request first onto the replica with the fewest outstanding
+    plus assigned tokens (ties to the lowest index), so replicas end up evenly loaded."""
+    load = list(outstanding)
+    replica_of = [0] * len(costs)
+    for index in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        target = min(range(len(load)), key=lambda r: load[r])
+        replica_of[index] = target
+        load[target] += costs[index]
+    return replica_of
+
+
 def generate_on_replicas(infer: Any, requests: list[GenerationRequest]) -> list[GenerationOutput]:
-    """Spread requests over the rollout replicas of `infer` (the actor_infer WorkerGroup) in contiguous
-    slices, block until done, and return the outputs in request order; a failed replica raises
-    naming its rank."""
-    replicas = len(infer.workers)
-    bounds = np.linspace(0, len(requests), replicas + 1).astype(int)
-    refs, ranks = [], []
-    for rank, worker in enumerate(infer.workers):
-        chunk = requests[bounds[rank] : bounds[rank + 1]]
-        if chunk:
-            refs.append(worker.generate.remote(chunk))
+    """Spread requests over the rollout replicas of `infer` (the actor_infer WorkerGroup), balancing
+    the tokens each replica holds (its outstanding work plus this call's), block until done, and
+    return the outputs in request order; a failed replica raises naming its rank."""
+    workers = infer.workers
+    outstanding = (
+        infer.wait([worker.outstanding_tokens.remote() for worker in workers]) if len(workers) > 1 else [0]
+    )
+    replica_of = assign_to_replicas([request_cost(r) for r in requests], outstanding)
+    refs, ranks, parts = [], [], []
+    for rank, worker in enumerate(workers):
+        part = [i for i, replica in enumerate(replica_of) if replica == rank]
+        if part:
+            refs.append(worker.generate.remote([requests[i] for i in part]))
             ranks.append(rank)
-    return [output for part in infer.wait(refs, ranks) for output in part]
+            parts.append(part)
+    outputs: list[Optional[GenerationOutput]] = [None] * len(requests)
+    for part, results in zip(parts, infer.wait(refs, ranks, call="generate")):
+        for index, output in zip(part, results):
+            outputs[index] = output
+    return [output for output in outputs if output is not None]

@@ -94,3 +94,9 @@ def test_usage_errors_exit_2():
     result = _roll("convert", "hf-to-mcore", "--out", "x")
     assert result.returncode == 2
     assert "--hf" in result.stderr
+
+
+def test_format_plan_reports_engine_replicas():
+    cfg = load_config(str(REPO / "configs/cluster/qwen2.5-32b_grpo_32gpu.yaml"))
+    # 16 rollout GPUs in TP4 groups: the dispatch sees 4 replicas.
+    assert "actor_infer: 4 engine replica(s) of tensor_parallel 4" in format_plan(cfg)
