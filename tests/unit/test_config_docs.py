@@ -22,7 +22,7 @@ def test_schema_reaches_every_config_class():
     assert names == {
         "JobConfig", "WorkerConfig", "OptimizerConfig", "StrategyConfig", "GenerationConfig",
         "AlgorithmConfig", "DataConfig", "RewardConfig", "RewardFunctionConfig", "EnvironmentConfig",
-        "EnvSpec", "ToolSpec", "ClusterConfig",
+        "EnvSpec", "ToolSpec", "ClusterConfig", "TimeoutConfig",
     }  # fmt: skip
 
 
