@@ -1,14 +1,12 @@
 """Per-call time limits of WorkerGroup on a real local Ray cluster (127.0.0.1): a hung call fails the
 step within its limit, naming role, rank and call; calls under the limit are unaffected."""
 
-import os
 import time
 
 import pytest
 
 from roll.config.errors import ConfigError
 from roll.config.timeouts import TimeoutConfig
-from roll.distributed.ray_runtime import RayRuntime
 from roll.distributed.resource_manager import ResourceManager, RolePlacement
 from roll.distributed.worker_group import WorkerFailedError, WorkerGroup, call_timeout_s
 from workers.base import Worker
@@ -29,22 +27,6 @@ class NappingWorker(Worker):
     def nap(self, seconds: float) -> int:
         time.sleep(seconds)
         return self.rank
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    # Ray workers import this module (the worker class) by name: put its directory on their path.
-    here = os.path.dirname(os.path.abspath(__file__))
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, previous) if p)
-    try:
-        with RayRuntime(num_cpus=2):
-            yield
-    finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = previous
 
 
 def test_hung_call_fails_within_its_limit_naming_role_rank_and_call(ray_cluster):

@@ -10,7 +10,6 @@ from roll.config.environment import EnvironmentConfig
 from roll.config.worker import WorkerConfig
 from roll.data.synthetic import build_char_tokenizer
 from roll.data.tokenizer import load_tokenizer
-from roll.distributed.ray_runtime import RayRuntime
 from roll.distributed.worker_group import WorkerFailedError, WorkerGroup
 from roll.envs import StepResult
 from roll.models.tiny import save_tiny_hf_model
@@ -34,30 +33,20 @@ class ExitingEnv:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    here = os.path.dirname(os.path.abspath(__file__))
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, previous) if p)
+def setup(tmp_path_factory, ray_cluster):
     root = tmp_path_factory.mktemp("envworker")
     tokenizer_dir = build_char_tokenizer(root / "tok")
     model_dir = save_tiny_hf_model("qwen2", root / "model", vocab_size=128)
-    try:
-        with RayRuntime(num_cpus=2):
-            infer = WorkerGroup(
-                "actor_infer",
-                InferWorker,
-                WorkerConfig(model_path=str(model_dir), strategy={"name": "native"}),
-                None,
-                [0],
-                seed=0,
-            )
-            infer.wait_ready()
-            yield infer, str(tokenizer_dir)
-    finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = previous
+    infer = WorkerGroup(
+        "actor_infer",
+        InferWorker,
+        WorkerConfig(model_path=str(model_dir), strategy={"name": "native"}),
+        None,
+        [0],
+        seed=0,
+    )
+    infer.wait_ready()
+    yield infer, str(tokenizer_dir)
 
 
 EVERY_TOKEN = SamplingParams(temperature=1.0, max_new_tokens=4, stop_token_ids=tuple(range(128)))

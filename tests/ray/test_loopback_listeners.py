@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 import torch
 
-from roll.distributed.ray_runtime import RayRuntime, node_listen_address
+from roll.distributed.ray_runtime import node_listen_address
 from roll.distributed.resource_manager import ResourceManager, RolePlacement
 from roll.distributed.worker_group import WorkerGroup
 from roll.platform.network import bound_tcp_store, env_interface_address, socket_interface_env
@@ -82,22 +82,6 @@ def listening_sockets(pid: int) -> list[tuple[str, int]]:
                     address, port = local.rsplit(":", 1)
                     found.append((_decode_address(address), int(port, 16)))
     return sorted(found)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    # Ray workers import this module (the worker class) by name: put its directory on their path.
-    here = os.path.dirname(os.path.abspath(__file__))
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, previous) if p)
-    try:
-        with RayRuntime(num_cpus=2):
-            yield
-    finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = previous
 
 
 @linux_only

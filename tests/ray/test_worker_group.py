@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from roll.distributed.batch import Batch
-from roll.distributed.ray_runtime import RayRuntime
 from roll.distributed.resource_manager import ResourceManager, RolePlacement
 from roll.distributed.worker_group import WorkerFailedError, WorkerGroup
 from workers.base import Worker
@@ -45,22 +44,6 @@ class SumWorker(Worker):
         import torch.distributed as dist
 
         dist.barrier()
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    # Ray workers import this module (the worker class) by name: put its directory on their path.
-    here = os.path.dirname(os.path.abspath(__file__))
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, previous) if p)
-    try:
-        with RayRuntime(num_cpus=2):
-            yield
-    finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = previous
 
 
 def make_group(world: int, **kwargs) -> tuple[WorkerGroup, ResourceManager]:
