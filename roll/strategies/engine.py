@@ -10,7 +10,7 @@ and without renormalising over the kept tokens. That is the distribution the tra
 compare like with like. With temperature 0 (greedy) the unscaled `log_softmax(logits)[t]` is used.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Protocol, runtime_checkable
 
@@ -104,6 +104,27 @@ class RolloutEngine(Protocol):
     async def abort(self, request_ids: Iterable[str]) -> None:
         """End in-flight requests now: their samples return with the tokens so far and finish_reason "abort"."""
         ...
+
+
+def validate_requests(
+    requests: Sequence[GenerationRequest], in_flight: Container[str], vocab_size: Optional[int]
+) -> None:
+    """Refuse a batch an engine cannot serve: a request id repeated or already in flight, an empty
+    prompt, or (when `vocab_size` is known) prompt ids outside [0, vocab_size)."""
+    seen: set[str] = set()
+    for r in requests:
+        if r.request_id in seen or r.request_id in in_flight:
+            raise ValueError(f"request_id {r.request_id!r} is already in flight; request ids must be unique")
+        seen.add(r.request_id)
+        if not r.prompt_ids:
+            raise ValueError(f"request {r.request_id!r} has an empty prompt; give at least one token id")
+        if vocab_size is not None:
+            bad = [t for t in r.prompt_ids if not 0 <= t < vocab_size]
+            if bad:
+                raise ValueError(
+                    f"request {r.request_id!r} has prompt token ids {bad[:5]} outside the vocabulary "
+                    f"[0, {vocab_size})"
+                )
 
 
 def sampling_params_from_config(

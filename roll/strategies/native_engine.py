@@ -25,6 +25,7 @@ from roll.strategies.engine import (
     GeneratedSample,
     GenerationOutput,
     GenerationRequest,
+    validate_requests,
 )
 from roll.utils.logging import get_logger
 
@@ -84,7 +85,7 @@ class NativeEngine:
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         """Complete every request (n samples each); outputs come back in request order."""
-        self._validate(requests)
+        validate_requests(requests, self._in_flight, self.model.config.vocab_size)
         ids = {r.request_id for r in requests}
         with self._abort_lock:
             self._in_flight |= ids
@@ -106,23 +107,6 @@ class NativeEngine:
         """End these in-flight (or queued) requests at the next decode step; unknown ids are ignored."""
         with self._abort_lock:
             self._aborted |= self._in_flight & set(request_ids)
-
-    def _validate(self, requests: Sequence[GenerationRequest]) -> None:
-        vocab = self.model.config.vocab_size
-        seen: set[str] = set()
-        for r in requests:
-            if r.request_id in seen or r.request_id in self._in_flight:
-                raise ValueError(
-                    f"request_id {r.request_id!r} is already in flight; request ids must be unique"
-                )
-            seen.add(r.request_id)
-            if not r.prompt_ids:
-                raise ValueError(f"request {r.request_id!r} has an empty prompt; give at least one token id")
-            bad = [t for t in r.prompt_ids if not 0 <= t < vocab]
-            if bad:
-                raise ValueError(
-                    f"request {r.request_id!r} has prompt token ids {bad[:5]} outside the vocabulary [0, {vocab})"
-                )
 
     def _generate_all(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         outputs: list[GenerationOutput] = []

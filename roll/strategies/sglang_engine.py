@@ -87,6 +87,7 @@ from roll.strategies.engine import (
     GenerationOutput,
     GenerationRequest,
     SamplingParams,
+    validate_requests,
 )
 from roll.strategies.native_engine import sample_seed
 from roll.strategies.sglang_server_args import SGLANG_VERSION, check_sglang_args
@@ -334,7 +335,7 @@ class SGLangEngine:
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         """Complete every request (n sample rows each, one batch call); outputs come back in request order."""
         self._bind_loop()
-        self._validate(requests)
+        validate_requests(requests, self._rids, self.vocab_size)
         if not requests:
             return []
         rows: list[tuple[int, str, dict[str, Any]]] = []  # (request index, rid, sampling params)
@@ -472,21 +473,3 @@ class SGLangEngine:
                 "SGLangEngine was awaited on a second event loop; SGLang's TokenizerManager is bound to the "
                 "first one, so call every method from one loop (the actor's)"
             )
-
-    def _validate(self, requests: Sequence[GenerationRequest]) -> None:
-        seen: set[str] = set()
-        for r in requests:
-            if r.request_id in seen or r.request_id in self._rids:
-                raise ValueError(
-                    f"request_id {r.request_id!r} is already in flight; request ids must be unique"
-                )
-            seen.add(r.request_id)
-            if not r.prompt_ids:
-                raise ValueError(f"request {r.request_id!r} has an empty prompt; give at least one token id")
-            if self.vocab_size is not None:
-                bad = [t for t in r.prompt_ids if not 0 <= t < self.vocab_size]
-                if bad:
-                    raise ValueError(
-                        f"request {r.request_id!r} has prompt token ids {bad[:5]} outside the vocabulary "
-                        f"[0, {self.vocab_size})"
-                    )

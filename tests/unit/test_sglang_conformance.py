@@ -26,7 +26,7 @@ import pytest
 
 from roll.config.worker import StrategyConfig, WorkerConfig
 from roll.strategies import sglang_engine as se
-from roll.strategies.engine import GenerationRequest, SamplingParams
+from roll.strategies.engine import GenerationRequest, SamplingParams, validate_requests
 from roll.strategies.sglang_server_args import (
     MANAGED_ARGS,
     SERVER_ARG_NAMES,
@@ -524,11 +524,11 @@ def test_constructor_checks_args_then_explains_a_missing_sglang(tmp_path):
 
 
 def test_request_ids_must_be_unique_and_prompts_non_empty():
-    engine = se.SGLangEngine.__new__(se.SGLangEngine)  # validation only; no sglang Engine behind it
-    engine._rids, engine.vocab_size = {"busy": ["x"]}, 10
+    # The engine checks a batch with the shared engine-protocol check, against its in-flight rids.
+    in_flight, vocab_size = {"busy": ["x"]}, 10
     with pytest.raises(ValueError, match="already in flight"):
-        engine._validate([GenerationRequest(request_id="busy", prompt_ids=[1])])
+        validate_requests([GenerationRequest(request_id="busy", prompt_ids=[1])], in_flight, vocab_size)
     with pytest.raises(ValueError, match="empty prompt"):
-        engine._validate([GenerationRequest(request_id="a", prompt_ids=[])])
+        validate_requests([GenerationRequest(request_id="a", prompt_ids=[])], in_flight, vocab_size)
     with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 10\)"):
-        engine._validate([GenerationRequest(request_id="a", prompt_ids=[3, 12])])
+        validate_requests([GenerationRequest(request_id="a", prompt_ids=[3, 12])], in_flight, vocab_size)
